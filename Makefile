@@ -1,0 +1,41 @@
+# Two commands: `make study` (regenerate the report) and `make test` (nbdev-test + pytest).
+# Both create .venv on first use and install the project with its dependencies.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= quick
+DATASET ?= synthetic
+
+.PHONY: install study test check export clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --upgrade pip
+	# torch and torchvision together from the registry, so pip picks a matching pair
+	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -c "import torch, torchvision, onnxruntime; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'onnxruntime', onnxruntime.__version__)"
+	touch $@
+
+install: $(VENV)/.installed
+
+study: install
+	$(BIN)/fabguard study --profile $(PROFILE) --dataset $(DATASET)
+
+test: install
+	$(BIN)/nbdev-test --n-workers 0 --timing
+	$(BIN)/python -m pytest -q
+
+# fails when fabguard/ is not what nbdev-export makes of the notebooks, or a notebook is not clean
+check: install
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	@out=$$(git status --porcelain -- fabguard nbs); if [ -n "$$out" ]; then echo "$$out"; \
+	  echo "fabguard/ or nbs/ out of step with nbdev-export/nbdev-clean: run 'make export' and commit" >&2; exit 1; fi
+
+export: install
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+
+clean:
+	rm -rf artifacts _proc _docs
