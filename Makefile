@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= quick
 DATASET ?= synthetic
 
-.PHONY: install study test check export clean
+.PHONY: install study test check export clean readme
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,6 @@ export: install
 
 clean:
 	rm -rf artifacts _proc _docs
+
+readme: install
+	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN
