@@ -1,0 +1,58 @@
+"Bad inputs of 03 (clear one-line errors) and the parity check catching a different model."
+import pytest, torch
+from fabguard.quantize import (ImageCalibrationReader, ParityError, QuantizeError, _torchvision_model, check_parity,
+                               export_onnx, load_onnx, load_source, ort_session, save_checkpoint)
+
+META = dict(arch="mobilenet_v3_small", classes=["a", "b", "c"], img_size=32, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("q"); torch.manual_seed(0)
+    m = _torchvision_model("mobilenet_v3_small", 3).eval()
+    save_checkpoint(d / "m.pt", m, META)
+    return d, m, export_onnx(m, META, d / "m.onnx", "student", "0" * 64)
+
+
+def one_line(e): assert "\n" not in str(e.value) and str(e.value)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.05])
+def test_truncated_onnx(exported, cut):
+    d, _, p = exported; bad = d / f"cut{cut}.onnx"; bad.write_bytes(p.read_bytes()[: int(p.stat().st_size * cut)])
+    for load in (load_onnx, ort_session):
+        with pytest.raises(QuantizeError, match="not a valid ONNX model") as e: load(bad)
+        one_line(e); assert str(bad) in str(e.value)
+
+
+def test_garbage_and_missing_onnx(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(QuantizeError, match="not a valid ONNX model"): ort_session(tmp_path / "x.onnx")
+    with pytest.raises(QuantizeError, match="no such ONNX file"): load_onnx(tmp_path / "none.onnx")
+
+
+def test_checkpoint_without_metadata(exported, tmp_path):
+    _, m, _ = exported
+    torch.save({"state_dict": m.state_dict()}, tmp_path / "bare.pt")
+    with pytest.raises(QuantizeError, match="checkpoint has no metadata") as e: load_source(tmp_path / "bare.pt")
+    one_line(e)
+    torch.save({"state_dict": m.state_dict(), "meta": {"arch": "mobilenet_v3_small"}}, tmp_path / "partial.pt")
+    with pytest.raises(QuantizeError, match="'classes'"): load_source(tmp_path / "partial.pt")
+    torch.save(m.state_dict(), tmp_path / "raw.pt")
+    with pytest.raises(QuantizeError, match="not a fabguard checkpoint"): load_source(tmp_path / "raw.pt")
+
+
+def test_too_few_calibration_images():
+    x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(QuantizeError, match="at least 16 images: got 5") as e:
+        ImageCalibrationReader(x, META["mean"], META["std"], n=64, min_images=16)
+    one_line(e)
+
+
+def test_parity_passes_and_catches_a_different_model(exported):
+    d, m, p = exported
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    r = check_parity(m, p, x, META); assert r["max_abs_diff"] <= 1e-4 and r["top1_agreement"] == 1
+    m2, _ = load_source(d / "m.pt")
+    with torch.no_grad(): m2.classifier[-1].bias += 0.01  # a small, deliberate difference
+    with pytest.raises(ParityError, match="ONNX Runtime disagrees with PyTorch"): check_parity(m2, p, x, META)
