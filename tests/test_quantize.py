@@ -1,15 +1,15 @@
 "Bad inputs of 03 (clear one-line errors) and the parity check catching a different model."
 import pytest, torch
-from fabguard.quantize import (ImageCalibrationReader, ParityError, QuantizeError, _torchvision_model, check_parity,
-                               export_onnx, load_onnx, load_source, ort_session, save_checkpoint)
+from fabguard.quantize import ImageCalibrationReader, ParityError, QuantizeError, check_parity, export_onnx, load_onnx, ort_session
+from fabguard.train import CheckpointError, build_model, load_checkpoint, make_meta, save_checkpoint
 
-META = dict(arch="mobilenet_v3_small", classes=["a", "b", "c"], img_size=32, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+META = make_meta("mobilenet_v3_small", ["a", "b", "c"], 32, "0" * 64)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("q"); torch.manual_seed(0)
-    m = _torchvision_model("mobilenet_v3_small", 3).eval()
+    m = build_model("mobilenet_v3_small", 3).eval()
     save_checkpoint(d / "m.pt", m, META)
     return d, m, export_onnx(m, META, d / "m.onnx", "student", "0" * 64)
 
@@ -34,12 +34,12 @@ def test_garbage_and_missing_onnx(tmp_path):
 def test_checkpoint_without_metadata(exported, tmp_path):
     _, m, _ = exported
     torch.save({"state_dict": m.state_dict()}, tmp_path / "bare.pt")
-    with pytest.raises(QuantizeError, match="checkpoint has no metadata") as e: load_source(tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="no metadata") as e: load_checkpoint(tmp_path / "bare.pt")
     one_line(e)
     torch.save({"state_dict": m.state_dict(), "meta": {"arch": "mobilenet_v3_small"}}, tmp_path / "partial.pt")
-    with pytest.raises(QuantizeError, match="'classes'"): load_source(tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="metadata lacks .*'classes'"): load_checkpoint(tmp_path / "partial.pt")
     torch.save(m.state_dict(), tmp_path / "raw.pt")
-    with pytest.raises(QuantizeError, match="not a fabguard checkpoint"): load_source(tmp_path / "raw.pt")
+    with pytest.raises(CheckpointError, match="not a FabGuard checkpoint"): load_checkpoint(tmp_path / "raw.pt")
 
 
 def test_too_few_calibration_images():
@@ -53,6 +53,6 @@ def test_parity_passes_and_catches_a_different_model(exported):
     d, m, p = exported
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     r = check_parity(m, p, x, META); assert r["max_abs_diff"] <= 1e-4 and r["top1_agreement"] == 1
-    m2, _ = load_source(d / "m.pt")
+    m2, _ = load_checkpoint(d / "m.pt")
     with torch.no_grad(): m2.classifier[-1].bias += 0.01  # a small, deliberate difference
     with pytest.raises(ParityError, match="ONNX Runtime disagrees with PyTorch"): check_parity(m2, p, x, META)
