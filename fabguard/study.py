@@ -17,7 +17,7 @@ __all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'load_prof
 
 # %% ../nbs/06_study.ipynb #87bc32b4
 PROFILES = ("smoke", "quick", "full")
-STUDY_NOTEBOOKS = ("00_data",)  # executed in this order by `fabguard study`
+STUDY_NOTEBOOKS = ("00_data", "01_teacher", "02_distill")  # executed in this order by `fabguard study`
 RUNNER_KEYS = ("dataset", "profile", "run_dir", "report_dir")  # set by the runner, not by profiles
 
 
