@@ -26,6 +26,8 @@ def test_parameters_cells_match_smoke():
             used.add(k)
             if k in smoke: assert ast.literal_eval(v) == smoke[k], f"{nb.name}: {k}={v} but [smoke] has {smoke[k]!r}"
     assert set(smoke) <= used, f"settings keys no notebook uses: {set(smoke) - used}"
+    for prof in ("quick", "full"):  # every profile sets every parameter
+        assert used - set(RUNNER_KEYS) <= set(load_profile(prof, ROOT / "settings.ini")), prof
 
 
 def test_parameters_tag_survives_nbdev_clean():
