@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= quick
 DATASET ?= synthetic
 
-.PHONY: install study test check export clean readme
+.PHONY: install study test check export clean readme loadtest
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ install: $(VENV)/.installed
 
 study: install
 	$(BIN)/fabguard study --profile $(PROFILE) --dataset $(DATASET)
+	@if [ "$(PROFILE)/$(DATASET)" = "quick/synthetic" ]; then $(MAKE) --no-print-directory readme; fi
+
+# the service under load on loopback (30 s), with the study's INT8 student; figures go to the README
+loadtest: install
+	$(BIN)/python scripts/loadtest.py --model artifacts/$(DATASET)-$(PROFILE)/student_int8.onnx --out reports/$(DATASET)/loadtest.json
+	$(MAKE) --no-print-directory readme
 
 test: install
 	$(BIN)/nbdev-test --n-workers 0 --timing
@@ -41,4 +47,4 @@ clean:
 	rm -rf artifacts _proc _docs
 
 readme: install
-	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN
+	$(BIN)/jupyter nbconvert --to markdown --execute --no-input nbs/index.ipynb --output-dir . --output README --log-level WARN
