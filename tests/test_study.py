@@ -1,0 +1,27 @@
+"The whole study (00-04, smoke profile) on a user's own flat image folder with three classes of its own."
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fabguard.study import run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_study_on_own_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for ci, c in enumerate(["scratch", "clean", "stain"]):
+        (tmp_path / "lot" / c).mkdir(parents=True)
+        for i in range(12):
+            a = rng.integers(0, 60, (40, 40, 3)).astype(np.uint8); a[10:30, 5 + 10 * ci:15 + 10 * ci] = 220  # a class-specific mark
+            Image.fromarray(a).save(tmp_path / "lot" / c / f"{i}.{'jpg' if i % 2 else 'png'}")
+    rep = run_study("smoke", str(tmp_path / "lot"), root=ROOT, reports=tmp_path / "reports", artifacts=tmp_path / "artifacts", log=lambda s: None)
+    assert rep == tmp_path / "reports" / "lot"
+    m = json.loads((rep / "metrics.json").read_text())
+    assert m["dataset"].endswith("lot") and set(m["models"]) >= {"teacher_onnx", "student_int8", "student_pruned_torch"}
+    assert list(m["models"]["student_int8"]["per_class"]) == ["clean", "scratch", "stain"]  # classes from the folders
+    assert "student_int8" in (rep / "REPORT.md").read_text() and (rep / "REPORT.html").exists()
+    assert sorted(p.name for p in (rep / "executed").glob("*.ipynb")) == [f"{n}.ipynb" for n in
+                                                                          ("00_data", "01_teacher", "02_distill", "03_quantize", "04_benchmark")]
