@@ -214,11 +214,12 @@ def paper_comparison(metrics:dict) -> list:
 def study_steps(run_dir) -> dict:
     "What 01-03 measured (training, distillation, quantization, pruning), from their JSON files in `run_dir`."
     run_dir = Path(run_dir); rd = lambda f: json.loads((run_dir / f).read_text()) if (run_dir / f).exists() else {}
-    t, d, q = rd("teacher_metrics.json"), rd("distill_metrics.json"), rd("quant_metrics.json")
+    t, d, q, pr = rd("teacher_metrics.json"), rd("distill_metrics.json"), rd("quant_metrics.json"), rd("prune_metrics.json")
     out = {}
     if t: out["teacher"] = {k: t.get(k) for k in ("arch", "pretrained", "best_epoch", "train_seconds", "throughput_ips", "recipe")} | {"val_macro_f1": t["val"]["macro_f1"]}
     if d: out["distill"] = {k: d.get(k) for k in ("T", "alpha", "alpha_weights", "goal", "seeds", "sweep", "train_seconds")}
-    if q: out["quantize"] = {k: q.get(k) for k in ("parity", "int8_table", "failed", "chosen", "rule", "goal", "profile_us", "pruning")}
+    if q: out["quantize"] = {k: q.get(k) for k in ("parity", "int8_table", "failed", "chosen", "rule", "goal", "profile_us")}
+    if pr: out["pruning"] = pr
     return out
 
 
@@ -257,14 +258,14 @@ def _steps_md(st:dict) -> list:
             lines += ["", "Where the time goes (ONNX Runtime profiler, kernel time per run in microseconds):", "",
                       "| operator | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
             lines += [f"| {o} | " + " | ".join(f"{prof[n][o]['us']:.0f}" if o in prof[n] else "-" for n in names) + " |" for o in ops]
-        pr = q["pruning"]
-        if pr:
-            lines += ["", "## Pruning", "", f"L1 unstructured at {pr['amount']:.0%} of convolution and linear weights, then a short fine-tune: "
-                      f"sparsity {pr['sparsity']:.1%}; validation macro-F1 {pr['val_dense']['macro_f1']:.3f} dense, "
-                      f"{pr['val_pruned_before_ft']['macro_f1']:.3f} right after pruning, {pr['val_pruned']['macro_f1']:.3f} after fine-tuning; "
-                      f"gzip'd state dict {pr['gzip_mb_dense']:.2f} MB dense, {pr['gzip_mb_pruned']:.2f} MB pruned. "
-                      "Dense kernels do the same work on zeros, so latency does not drop (see the variants table); only the compressed size does."]
         lines += ["", "![INT8 flips](figures/03_int8_flips.png)", ""]
+    pr = st.get("pruning")
+    if pr:
+        lines += ["", "## Pruning", "", f"L1 unstructured at {pr['amount']:.0%} of convolution and linear weights, then a short fine-tune: "
+                  f"sparsity {pr['sparsity']:.1%}; validation macro-F1 {pr['val_dense']['macro_f1']:.3f} dense, "
+                  f"{pr['val_pruned_before_ft']['macro_f1']:.3f} right after pruning, {pr['val_pruned']['macro_f1']:.3f} after fine-tuning; "
+                  f"gzip'd state dict {pr['gzip_mb_dense']:.2f} MB dense, {pr['gzip_mb_pruned']:.2f} MB pruned. "
+                  "Dense kernels do the same work on zeros, so latency does not drop (see the variants table); only the compressed size does."]
     return lines
 
 

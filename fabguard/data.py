@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CLASSES', 'GOOD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'GENERATOR_VERSION', 'ACCEPTED_FORMATS', 'MAX_SIDE',
-           'ELPV_CLASSES', 'synth_image', 'show_grid', 'sha256_file', 'write_json', 'synthesize', 'ImageError',
-           'read_image', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan',
-           'load_tensors', 'seed_augment', 'normalize', 'TensorImages', 'balanced_sampler', 'make_loader',
+           'ELPV_CLASSES', 'SEED_AUGMENT', 'synth_image', 'show_grid', 'sha256_file', 'write_json', 'synthesize',
+           'ImageError', 'read_image', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset',
+           'load_scan', 'load_tensors', 'Augment', 'seed_augment_v2', 'normalize', 'balanced_sampler', 'Batches',
            'pipeline_throughput', 'plot_class_counts', 'plot_samples', 'plot_intensity']
 
 # %% ../nbs/00_data.ipynb #772e49c8
@@ -585,31 +586,63 @@ def load_tensors(scan:DatasetScan, # from `scan_dataset` / `prepare_dataset`
     return out
 
 # %% ../nbs/00_data.ipynb #ff803806
-def seed_augment() -> v2.Compose:
-    "The seed recipe's augmentations, on one uint8 C x H x W image."
+@dataclass(frozen=True)
+class Augment:
+    "Random affine and colour jitter, drawn per image and applied to a whole uint8 batch at once."
+    degrees:float=10.0 # rotation within +-degrees
+    translate:float=0.05 # shift within +- this fraction of the side, in x and y
+    scale:tuple=(1.0, 1.2) # zoom range
+    brightness:float=0.2 # brightness factor within 1 +- this
+    contrast:float=0.2 # contrast factor within 1 +- this
+    hflip:bool=True # mirror left-right with probability 1/2
+    vflip:bool=True # mirror top-bottom with probability 1/2
+    rot90:bool=False # also turn by a random multiple of 90 degrees
+
+    def draw(self, n:int, generator=None) -> dict:
+        "Per-image parameters for a batch of `n` (on the CPU, from `generator`)."
+        u = lambda lo, hi: torch.rand(n, generator=generator) * (hi - lo) + lo
+        coin = lambda on: (torch.rand(n, generator=generator) < 0.5) if on else torch.zeros(n, dtype=torch.bool)
+        return dict(angle=u(-self.degrees, self.degrees), tx=u(-self.translate, self.translate), ty=u(-self.translate, self.translate),
+                    scale=u(*self.scale), brightness=u(1 - self.brightness, 1 + self.brightness),
+                    contrast=u(1 - self.contrast, 1 + self.contrast), hflip=coin(self.hflip), vflip=coin(self.vflip),
+                    quarter=torch.randint(0, 4, (n,), generator=generator) if self.rot90 else torch.zeros(n, dtype=torch.long))
+
+    @staticmethod
+    def matrices(p:dict) -> torch.Tensor:
+        "N x 2 x 3 `affine_grid` matrices (output -> input coordinates) of the parameters `p`."
+        a = torch.deg2rad(p["angle"]) + p["quarter"] * (math.pi / 2)
+        c, s, z = torch.cos(a) / p["scale"], torch.sin(a) / p["scale"], torch.ones_like(a)
+        fx, fy = torch.where(p["hflip"], -z, z), torch.where(p["vflip"], -z, z)
+        return torch.stack([torch.stack([c * fx, -s * fy, -2 * p["tx"]], 1), torch.stack([s * fx, c * fy, -2 * p["ty"]], 1)], 1)
+
+    def __call__(self, x:torch.Tensor, # uint8 batch N x C x H x W, on any device
+                 generator=None, # CPU generator for the draws
+                 params:dict|None=None, # fixed parameters instead of a draw
+                ) -> torch.Tensor: # float32 batch in [0, 255], on x's device
+        "Augment a batch: one affine resampling pass, then per-image brightness and contrast."
+        n = len(x); p = params if params is not None else self.draw(n, generator)
+        xf = x.float(); dev = x.device
+        grid = F.affine_grid(self.matrices(p).to(dev), list(xf.shape), align_corners=False)
+        xf = F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        xf = (xf * p["brightness"].to(dev).view(n, 1, 1, 1)).clamp_(0, 255)
+        m = xf.mean((1, 2, 3), keepdim=True)
+        return ((xf - m) * p["contrast"].to(dev).view(n, 1, 1, 1) + m).clamp_(0, 255)
+
+
+SEED_AUGMENT = Augment()
+
+
+def seed_augment_v2() -> v2.Compose:
+    "The same augmentations as torchvision `v2` transforms on one image at a time: the yardstick `Augment` replaces."
     return v2.Compose([v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(1.0, 1.2)),
-                       v2.ColorJitter(brightness=0.2, contrast=0.2),
-                       v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()])
+                       v2.ColorJitter(brightness=0.2, contrast=0.2), v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()])
 
 
-def normalize(x:torch.Tensor, # uint8 batch N x 3 x H x W
+def normalize(x:torch.Tensor, # uint8 (or float in [0, 255]) batch N x 3 x H x W
               mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    "uint8 batch -> normalized float32 batch, the models' input."
+    "Image batch -> normalized float32 batch, the models' input."
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1); s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x.float() / 255 - m) / s
-
-
-class TensorImages(torch.utils.data.Dataset):
-    "A split of the tensor store, fetched a batch at a time, with a fresh augmentation draw per image."
-    def __init__(self, x, y, augment=None): self.x, self.y, self.augment = x, y, augment
-    def __len__(self): return len(self.y)
-    def __getitems__(self, idx):
-        xb = self.x[idx]
-        if self.augment is not None:
-            n = torch.get_num_threads(); torch.set_num_threads(1)  # per-image ops this small only lose from threading
-            try: xb = torch.stack([self.augment(im) for im in xb])
-            finally: torch.set_num_threads(n)
-        return xb, self.y[idx]
 
 
 def balanced_sampler(y:torch.Tensor, generator=None) -> torch.utils.data.WeightedRandomSampler:
@@ -618,30 +651,47 @@ def balanced_sampler(y:torch.Tensor, generator=None) -> torch.utils.data.Weighte
     return torch.utils.data.WeightedRandomSampler(1 / counts[y], num_samples=len(y), replacement=True, generator=generator)
 
 
-def make_loader(x, y, # a split of the tensor store
-                batch_size:int=64,
-                train:bool=False, # augment and draw class-balanced batches
-                seed:int=0,
-                workers:int=0) -> torch.utils.data.DataLoader:
-    "Batches of (uint8 images, labels): balanced and augmented for training, in order otherwise."
-    if len(y) == 0: raise ValueError("empty split: no images to load")
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        TensorImages(x, y, seed_augment() if train else None), batch_size=batch_size,
-        sampler=balanced_sampler(y, g) if train else None, generator=g if train else None,
-        collate_fn=lambda b: b, num_workers=workers, persistent_workers=workers > 0)
+class Batches:
+    "Batches of (images, labels) of one split: class-balanced and augmented for training, in order otherwise."
+    def __init__(self, x, y, # a split of the tensor store
+                 batch_size:int=64,
+                 train:bool=False, # balanced draws and `augment`
+                 seed:int=0, # seeds the draws and the augmentations: the same seed gives the same epoch
+                 augment:Augment|None=SEED_AUGMENT,
+                 device=None, # where batches go (and are augmented); default: the CPU
+                ):
+        if len(y) == 0: raise ValueError("empty split: no images to load")
+        self.x, self.y, self.bs, self.train, self.seed, self.augment = x, y, batch_size, train, seed, augment
+        self.device = torch.device(device or "cpu")
+
+    def __len__(self): return math.ceil(len(self.y) / self.bs)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed)
+        idx = torch.tensor(list(balanced_sampler(self.y, g))) if self.train else torch.arange(len(self.y))
+        for i in range(0, len(idx), self.bs):
+            b = idx[i:i + self.bs]; xb = self.x[b].to(self.device, non_blocking=True)
+            if self.train and self.augment is not None: xb = self.augment(xb, g)
+            yield xb, self.y[b].to(self.device, non_blocking=True)
+
 
 # %% ../nbs/00_data.ipynb #7267711a
-def pipeline_throughput(x, y, batch_size=64, n_batches=20, workers=0, seed=0) -> float:
-    "Augmented, normalized training images per second delivered by `make_loader`."
-    dl = make_loader(x, y, batch_size, train=True, seed=seed, workers=workers)
-    n, it = 0, iter(dl)
-    next(it); t0 = time.perf_counter()
-    for _ in range(n_batches):
-        try: xb, yb = next(it)
-        except StopIteration: it = iter(dl); xb, yb = next(it)
-        normalize(xb); n += len(yb)
-    return n / (time.perf_counter() - t0)
+def pipeline_throughput(x, y, # a training split (uint8)
+                        batch_size:int=64, n_batches:int=20,
+                        per_image:bool=False, # the per-image `v2` yardstick instead of the batched `Augment`
+                        threads:int=1, seed:int=0) -> float:
+    "Augmented, normalized training images per second, on `threads` threads (after one warm-up batch)."
+    tf, old = seed_augment_v2(), torch.get_num_threads(); torch.set_num_threads(threads)
+    try:
+        it, n = iter(Batches(x, y, batch_size, train=True, seed=seed, augment=None if per_image else SEED_AUGMENT)), 0
+        for i in range(n_batches + 1):
+            if i == 1: t0 = time.perf_counter()
+            xb, yb = next(it)
+            if per_image: xb = torch.stack([tf(im) for im in xb])
+            normalize(xb); n += len(yb) * (i > 0)
+        return n / (time.perf_counter() - t0)
+    finally: torch.set_num_threads(old)
+
 
 # %% ../nbs/00_data.ipynb #0ae81d6f
 def plot_class_counts(scan:DatasetScan):

@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .train import build_model, compute_metrics, fit, n_params, predict_logits, seed_everything
+from .train import CELoss, compute_metrics, fit, get_recipe, n_params, predict_logits, recipe_model, seed_everything
 
 # %% auto #0
 __all__ = ['kd_loss', 'KDLoss', 'train_student', 'count_flops', 'compare', 'plot_comparison']
@@ -23,34 +23,39 @@ def kd_loss(s:torch.Tensor, # student logits N x C
             y:torch.Tensor, # labels N
             T:float=4.0, # temperature
             alpha:float=0.7, # weight of the soft (teacher) term
+            label_smoothing:float=0.0, # of the hard term, as in the scratch student's loss
            ) -> torch.Tensor:
     "alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)."
     kl = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t.float() / T, 1), reduction="batchmean", log_target=True)
-    return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(s, y)
+    return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(s, y, label_smoothing=label_smoothing)
 
 
 class KDLoss(nn.Module):
     "`fit`'s loss hook for distillation: the frozen teacher runs on the student's own (augmented) batch."
-    def __init__(self, teacher:nn.Module, T:float=4.0, alpha:float=0.7):
+    def __init__(self, teacher:nn.Module, T:float=4.0, alpha:float=0.7, label_smoothing:float=0.0):
         super().__init__()
-        self.teacher, self.T, self.alpha = teacher.eval().requires_grad_(False), T, alpha
-        self.recipe = {"loss": "distillation", "T": T, "alpha": alpha, "alpha_weights": "soft (teacher) term"}
+        self.teacher, self.T, self.alpha, self.label_smoothing = teacher.eval().requires_grad_(False), T, alpha, label_smoothing
+        self.recipe = {"loss": "distillation", "T": T, "alpha": alpha, "alpha_weights": "soft (teacher) term",
+                       "label_smoothing": label_smoothing}
     def train(self, mode:bool=True):
         super().train(mode); self.teacher.eval(); return self  # the teacher stays in eval mode (batch norm, dropout)
     def forward(self, s, y, x):
         with torch.no_grad(): t = self.teacher(x)
-        return kd_loss(s, t, y, self.T, self.alpha)
+        return kd_loss(s, t, y, self.T, self.alpha, self.label_smoothing)
+
 
 # %% ../nbs/02_distill.ipynb #9c3e2b71
 def train_student(data:dict, ckpt, meta:dict,
                   teacher:nn.Module|None=None, # distil from this model; None trains from scratch
                   T:float=4.0, alpha:float=0.7, seed:int=0, arch:str="mobilenet_v3_small",
+                  recipe="budget", # the same recipe for both students: only the teacher term differs
                   **fit_kw) -> tuple[nn.Module, dict]:
     "(student with its best weights, `fit`'s history): distilled from `teacher`, or from scratch."
-    seed_everything(seed)
-    model = build_model(arch, len(meta["classes"]))
-    loss = KDLoss(teacher, T, alpha) if teacher is not None else None
-    return model, fit(model, data, ckpt, dict(meta, arch=arch), seed=seed, loss_fn=loss, **fit_kw)
+    seed_everything(seed); r = get_recipe(recipe)
+    model = recipe_model(arch, len(meta["classes"]), r)
+    loss = KDLoss(teacher, T, alpha, r["label_smoothing"]) if teacher is not None else CELoss(r["label_smoothing"])
+    return model, fit(model, data, ckpt, dict(meta, arch=arch), recipe=r, seed=seed, loss_fn=loss, **fit_kw)
+
 
 # %% ../nbs/02_distill.ipynb #4803320f
 def count_flops(model:nn.Module, img_size:int) -> int:

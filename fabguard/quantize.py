@@ -1,4 +1,4 @@
-"""Export the teacher and the student to self-describing ONNX files, prove they compute what PyTorch computes, quantize the student to INT8 with ONNX Runtime (and find out from the runtime's profile what limits its speed), and prune it.
+"""Export the teacher and the student to self-describing ONNX files, prove they compute what PyTorch computes, quantize the student to INT8 with ONNX Runtime (and find out from the runtime's profile what limits its speed).
 
 Docs: https://github.com/fabguard/fabguard/quantize.html.md"""
 
@@ -6,27 +6,25 @@ Docs: https://github.com/fabguard/fabguard/quantize.html.md"""
 
 # %% ../nbs/03_quantize.ipynb #697b9e71
 from __future__ import annotations
-import collections, gzip, io, json, os, tempfile, time, warnings
+import collections, json, os, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torch.nn.utils import prune
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import fabguard
-from .data import load_scan, load_tensors, make_loader, normalize, sha256_file, write_json
+from .data import load_scan, load_tensors, normalize, sha256_file, write_json
 from .train import build_model, compute_metrics, load_checkpoint, make_meta, predict_logits, save_checkpoint
 
 # %% auto #0
 __all__ = ['QTYPES', 'QuantizeError', 'ParityError', 'set_metadata', 'onnx_metadata', 'load_onnx', 'export_onnx', 'ort_session',
            'ort_logits', 'check_parity', 'ImageCalibrationReader', 'sensitive_nodes', 'quantize_int8', 'variant_name',
-           'quant_configs', 'latency', 'ort_runner', 'profile_by_op', 'flip_matrix', 'plot_flips', 'prunable',
-           'prune_l1', 'finish_pruning', 'sparsity', 'gzip_size', 'finetune', 'artifacts_manifest']
+           'quant_configs', 'latency', 'ort_runner', 'profile_by_op', 'flip_matrix', 'plot_flips', 'artifacts_manifest']
 
 # %% ../nbs/03_quantize.ipynb #d5e341a2
 class QuantizeError(ValueError):
@@ -283,48 +281,6 @@ def plot_flips(m:np.ndarray, classes:list, title:str="FP32 -> INT8 label flips")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right"); ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("INT8 label"); ax.set_ylabel("FP32 label"); ax.set_title(f"{title} ({m.sum()} images)")
     fig.tight_layout(); return fig
-
-# %% ../nbs/03_quantize.ipynb #cdd583d3
-def prunable(model) -> list:
-    "(module, 'weight') of every Conv2d and Linear."
-    return [(m, "weight") for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-
-
-def prune_l1(model, amount:float=0.5):
-    "Mask the `amount` smallest-|w| fraction of each conv/linear weight (masks stay until `finish_pruning`)."
-    for m, n in prunable(model): prune.l1_unstructured(m, n, amount=amount)
-    return model
-
-
-def finish_pruning(model):
-    "Make the pruning masks permanent (`prune.remove`)."
-    for m, n in prunable(model):
-        if prune.is_pruned(m): prune.remove(m, n)
-    return model
-
-
-def sparsity(model) -> float:
-    "Fraction of zeros over all conv/linear weights."
-    ws = [getattr(m, n) for m, n in prunable(model)]
-    return float(sum((w == 0).sum().item() for w in ws) / sum(w.numel() for w in ws))
-
-
-def gzip_size(model) -> int:
-    "Bytes of the gzip-compressed state dict."
-    b = io.BytesIO(); torch.save(model.state_dict(), b)
-    return len(gzip.compress(b.getvalue(), compresslevel=6))
-
-
-def finetune(model, x, y, meta:dict, epochs:int=1, batches:int=20, # batches per epoch (at most one pass)
-             lr:float=1e-3, batch_size:int=64, seed:int=0, workers:int=0):
-    "A short AdamW fine-tune with the seed augmentations and class-balanced batches (`data.make_loader`)."
-    torch.manual_seed(seed); opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1); model.train()
-    for ep in range(epochs):
-        for b, (xb, yb) in enumerate(make_loader(x, y, batch_size, train=True, seed=seed + ep, workers=workers)):
-            if b >= batches: break
-            opt.zero_grad(); loss_fn(model(normalize(xb, meta["mean"], meta["std"])), yb).backward(); opt.step()
-    return model.eval()
 
 # %% ../nbs/03_quantize.ipynb #aea30b68
 def artifacts_manifest(run_dir, files:list, # paths (relative to run_dir, or absolute) of the files produced

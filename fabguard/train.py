@@ -18,12 +18,14 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from tqdm.auto import tqdm
 
 import fabguard
-from .data import IMAGENET_MEAN, IMAGENET_STD, make_loader, normalize
+from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment, Batches, normalize
 
 # %% auto #0
-__all__ = ['ARCHS', 'META_KEYS', 'SEED_RECIPE', 'pretrained_path', 'build_model', 'n_params', 'pick_device', 'predict_logits',
-           'reliability', 'compute_metrics', 'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint',
-           'load_checkpoint', 'seed_everything', 'CELoss', 'fit', 'plot_history', 'plot_confusion', 'plot_reliability']
+__all__ = ['ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE', 'RECIPES', 'SCHEDULES', 'MODEL_KNOBS', 'pretrained_path',
+           'build_model', 'n_params', 'pick_device', 'predict_logits', 'reliability', 'compute_metrics',
+           'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint', 'load_checkpoint', 'get_recipe',
+           'recipe_model', 'seed_everything', 'CELoss', 'precise_bn', 'fit', 'plot_history', 'plot_confusion',
+           'plot_reliability', 'time_to_reach', 'plot_time_to_accuracy']
 
 # %% ../nbs/01_teacher.ipynb #e6c8982a
 ARCHS = {"efficientnet_b0": (torchvision.models.efficientnet_b0, torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1),
@@ -43,28 +45,37 @@ def pretrained_path(arch:str) -> Path:
 def build_model(arch:str, # "efficientnet_b0" | "mobilenet_v3_small"
                 n_classes:int,
                 pretrained:bool=False, # ImageNet weights from the local torch hub cache; never downloaded
+                dropout:float|None=None, # before the last Linear layer (None: the seed's 0.3 for EfficientNet, torchvision's 0.2 for MobileNet)
+                stochastic_depth:float|None=None, # EfficientNet's largest block-drop probability (None: torchvision's 0.2)
+                zero_init_residual:bool=False, # start every residual block as the identity (its last BatchNorm scale at 0)
                ) -> nn.Module:
     "A torchvision classifier with an `n_classes` head."
     fn, weights = _arch(arch)
     if n_classes < 2: raise ValueError(f"n_classes={n_classes}: a classifier needs at least 2 classes")
-    model = fn(weights=None)
+    sd = {"stochastic_depth_prob": stochastic_depth} if arch == "efficientnet_b0" and stochastic_depth is not None else {}
+    model = fn(weights=None, **sd)
     if pretrained:
         path = pretrained_path(arch)
         if not path.exists():
             raise FileNotFoundError(f"pretrained=True: no ImageNet weights for {arch} at {path}; download {weights.url} "
                                     f"and put the file there (FabGuard never downloads), or use pretrained=False")
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    if arch == "efficientnet_b0": model.classifier = nn.Sequential(nn.Dropout(0.3, inplace=True), nn.Linear(1280, n_classes))
+    if arch == "efficientnet_b0": model.classifier = nn.Sequential(nn.Dropout(0.3 if dropout is None else dropout, inplace=True), nn.Linear(1280, n_classes))
     else:
+        if dropout is not None: model.classifier[-2].p = dropout
         model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
         for m in model.modules():  # torchvision's 0.01 suits long ImageNet runs; short runs leave eval statistics stale
             if isinstance(m, nn.BatchNorm2d): m.momentum = 0.1
+    if zero_init_residual and not pretrained:
+        for m in model.modules():
+            if getattr(m, "use_res_connect", False): nn.init.zeros_(m.block[-1][1].weight)  # the projection's BatchNorm
     return model
 
 
 def n_params(model:nn.Module) -> int:
     "Number of parameters."
     return sum(p.numel() for p in model.parameters())
+
 
 # %% ../nbs/01_teacher.ipynb #d2602704
 def pick_device(device=None) -> torch.device:
@@ -170,8 +181,32 @@ def load_checkpoint(path, classes=None, # the data's class names, checked agains
     return model.to(device).eval(), meta
 
 # %% ../nbs/01_teacher.ipynb #8bb18a04
-SEED_RECIPE = dict(optimizer="AdamW", lr=1e-3, weight_decay=1e-4, scheduler="ReduceLROnPlateau(max, val macro-F1)",
-                   plateau_factor=0.5, plateau_patience=2, sampler="class-balanced", augment="seed_augment")
+SEED_RECIPE = dict(name="seed", optimizer="AdamW", lr=1e-3, weight_decay=1e-4, schedule="plateau", plateau_factor=0.5,
+                   plateau_patience=2, warmup=0.0, label_smoothing=0.1, ema=0.0, stochastic_depth=None, dropout=None,
+                   zero_init_residual=False, precise_bn=0, sampler="class-balanced")
+BUDGET_RECIPE = dict(SEED_RECIPE, name="budget", lr=2e-3, weight_decay=0.05, schedule="linear", warmup=0.05,
+                     label_smoothing=0.0, ema=0.0, stochastic_depth=0.0, dropout=0.2,
+                     zero_init_residual=True, precise_bn=1024)
+RECIPES = {"seed": SEED_RECIPE, "budget": BUDGET_RECIPE}
+SCHEDULES = ("plateau", "linear", "cosine")
+MODEL_KNOBS = ("dropout", "stochastic_depth", "zero_init_residual")  # recipe fields that `build_model` takes
+
+
+def get_recipe(recipe) -> dict:
+    "A recipe by name ('seed' | 'budget') or as a dict (checked)."
+    r = RECIPES.get(recipe) if isinstance(recipe, str) else recipe
+    if not isinstance(r, dict): raise ValueError(f"recipe={recipe!r}: not one of {list(RECIPES)} nor a recipe dict")
+    missing = [k for k in SEED_RECIPE if k not in r]
+    if missing: raise ValueError(f"recipe {r.get('name', '?')!r} lacks {missing}")
+    if r["schedule"] not in SCHEDULES: raise ValueError(f"recipe schedule={r['schedule']!r}: not one of {SCHEDULES}")
+    if not 0 <= r["ema"] < 1: raise ValueError(f"recipe ema={r['ema']}: the decay must lie in [0, 1)")
+    return dict(r)
+
+
+def recipe_model(arch:str, n_classes:int, recipe="seed", pretrained:bool=False) -> nn.Module:
+    "`build_model` with the recipe's architecture knobs (dropout, stochastic depth, zero-initialized residuals)."
+    r = get_recipe(recipe)
+    return build_model(arch, n_classes, pretrained=pretrained, **{k: r[k] for k in MODEL_KNOBS})
 
 
 def seed_everything(seed:int):
@@ -181,11 +216,12 @@ def seed_everything(seed:int):
 
 
 class CELoss(nn.Module):
-    "The seed's loss as an engine hook: cross-entropy with label smoothing; `(logits, y, x) -> loss`."
-    def __init__(self, label_smoothing:float=0.1):
+    "The hard-label loss as an engine hook: cross-entropy, optionally label-smoothed; `(logits, y, x) -> loss`."
+    def __init__(self, label_smoothing:float=0.0):
         super().__init__(); self.label_smoothing = label_smoothing
         self.recipe = {"loss": "cross_entropy", "label_smoothing": label_smoothing}
     def forward(self, logits, y, x=None): return nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
 
 # %% ../nbs/01_teacher.ipynb #4520ac5c
 def _check_split(data, sp):
@@ -195,76 +231,107 @@ def _check_split(data, sp):
 def _epoch_seed(seed, epoch): return seed * 100_003 + epoch
 
 
+def _scheduler(opt, r:dict, total_steps:int):
+    "The recipe's learning-rate schedule: plateau (stepped per epoch on val macro-F1) or warm-up then decay to ~0 (per step)."
+    if r["schedule"] == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=r["plateau_factor"], patience=r["plateau_patience"])
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r["lr"], total_steps=total_steps + 1, pct_start=max(r["warmup"], 1e-3),
+                                               anneal_strategy="linear" if r["schedule"] == "linear" else "cos",
+                                               cycle_momentum=False, div_factor=25.0, final_div_factor=1e4)
+
+
+def precise_bn(model:nn.Module, x:torch.Tensor, # uint8 training images
+               n:int=1024, # images to average over
+               mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size:int=256, seed:int=0):
+    "Recompute the BatchNorm running statistics over `n` training images with the current weights (`torch.optim.swa_utils.update_bn`)."
+    device = next(model.parameters()).device
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    cl = torch.channels_last if device.type == "cpu" else torch.preserve_format
+    batches = [normalize(x[idx[i:i + batch_size]].to(device), mean, std).contiguous(memory_format=cl) for i in range(0, len(idx), batch_size)]
+    with torch.no_grad(): torch.optim.swa_utils.update_bn(batches, model)
+    return model
+
+
 def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" and "val" are used
         ckpt, # path of the best checkpoint; `<stem>_last.pt` beside it is the resumable epoch checkpoint
         meta:dict, # checkpoint metadata from `make_meta`; recipe, metrics and epoch are filled in
-        epochs:int=10, batch_size:int=64, lr:float=1e-3, weight_decay:float=1e-4,
+        recipe="seed", # 'seed' | 'budget' | a recipe dict (see `RECIPES`)
+        epochs:int=10, batch_size:int=64,
         patience:int=5, # early stopping: epochs without a better val macro-F1
         seed:int=0,
-        loss_fn:nn.Module|None=None, # `(logits, y, x) -> loss`; default `CELoss(0.1)`
-        workers:int=0, device=None, resume:bool=True, progress:bool=True, desc:str="train") -> dict:
-    "Train `model` with the seed recipe; leaves it holding the best weights and returns the run's history."
+        loss_fn:nn.Module|None=None, # `(logits, y, x) -> loss`; default: cross-entropy with the recipe's label smoothing
+        augment:Augment|None=SEED_AUGMENT, # batched augmentation of training batches (on the training device)
+        device=None, resume:bool=True, progress:bool=True, desc:str="train") -> dict:
+    "Train `model` with a recipe; leaves it holding the best weights and returns the run's history."
     for sp in ("train", "val"): _check_split(data, sp)
-    device, ckpt = pick_device(device), Path(ckpt); cpu = device.type == "cpu"
+    r = get_recipe(recipe); device, ckpt = pick_device(device), Path(ckpt); cpu = device.type == "cpu"
     last = ckpt.with_name(ckpt.stem + "_last.pt")
-    loss_fn = loss_fn if loss_fn is not None else CELoss()
-    recipe = dict(SEED_RECIPE, lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-                  patience=patience, seed=seed, **getattr(loss_fn, "recipe", {"loss": type(loss_fn).__name__}))
+    loss_fn = loss_fn if loss_fn is not None else CELoss(r["label_smoothing"])
+    recipe = dict(r, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, augment=repr(augment),
+                  **getattr(loss_fn, "recipe", {"loss": type(loss_fn).__name__}))
     config = json.loads(json.dumps(dict(recipe=recipe, arch=meta["arch"], classes=meta["classes"], data_hash=meta["data_hash"],
                                         img_size=meta["img_size"], n_train=len(data["train"][1]),
                                         extra={k: v for k, v in meta.items() if k not in META_KEYS})))
     layout = torch.channels_last if cpu else torch.preserve_format
     model.to(device, memory_format=layout)
     if isinstance(loss_fn, nn.Module): loss_fn.to(device, memory_format=layout)  # e.g. a teacher inside the loss
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)  # one kernel for all parameters
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=SEED_RECIPE["plateau_factor"],
-                                                       patience=SEED_RECIPE["plateau_patience"])
+    opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=r["weight_decay"], fused=True)  # one kernel for all parameters
+    steps = len(Batches(*data["train"], batch_size)); sched = _scheduler(opt, r, steps * epochs)
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(r["ema"]), use_buffers=True)
+           if r["ema"] else None)
+    scored = lambda: ema.module if ema else model  # the weights evaluated and checkpointed
     st = dict(epoch=0, best=-1.0, best_epoch=0, bad=0, stopped=False, history=[])
     if resume and last.exists():
         ck = _load(last)
         if ck.get("config") == config:
             model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
+            if ema: ema.load_state_dict(ck["ema"])
             st = ck["state"]; tqdm.write(f"{desc}: resuming from {last} after epoch {st['epoch']}")
         else: tqdm.write(f"{desc}: {last} was written with other settings; training from the start")
     xv, yv = data["val"]
     for ep in tqdm(range(st["epoch"], epochs), desc=desc, total=epochs, initial=st["epoch"], disable=not progress or st["stopped"]):
         if st["stopped"]: break
-        torch.manual_seed(_epoch_seed(seed, ep))
-        dl = make_loader(*data["train"], batch_size=batch_size, train=True, seed=_epoch_seed(seed, ep), workers=workers)
+        torch.manual_seed(_epoch_seed(seed, ep))  # dropout and stochastic depth draws
+        batches = Batches(*data["train"], batch_size, train=True, seed=_epoch_seed(seed, ep), augment=augment, device=device)
         model.train(); n = correct = 0; total = 0.0; t0 = time.perf_counter()
-        bar = tqdm(dl, desc=f"epoch {ep + 1}/{epochs}", leave=False, disable=not progress)
+        bar = tqdm(batches, desc=f"epoch {ep + 1}/{epochs}", leave=False, disable=not progress)
         for i, (xb, yb) in enumerate(bar):
             if len(yb) < 2: continue  # batch norm cannot train on a single image
-            yb = yb.to(device); x = normalize(xb.to(device), meta["mean"], meta["std"])
+            x = normalize(xb, meta["mean"], meta["std"])
             if cpu: x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(device):
                 logits = model(x); loss = loss_fn(logits, yb, x)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: non-finite loss ({loss.item()}) at epoch {ep + 1}, batch {i + 1}; "
-                                         f"lower the learning rate (lr={lr}) or check the data")
+                                         f"lower the learning rate (lr={r['lr']}) or check the data")
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            if r["schedule"] != "plateau": sched.step()
+            if ema: ema.update_parameters(model)
             n += len(yb); total += loss.item() * len(yb); correct += (logits.argmax(1) == yb).sum().item()
             bar.set_postfix(loss=f"{total / n:.3f}", acc=f"{correct / n:.3f}")
+        if r["precise_bn"]: precise_bn(scored(), data["train"][0], r["precise_bn"], meta["mean"], meta["std"], batch_size * 2, seed)
         secs = time.perf_counter() - t0
-        lv = predict_logits(model, xv, meta["mean"], meta["std"], batch_size * 2, device)
-        val = compute_metrics(yv, lv, meta["classes"]); sched.step(val["macro_f1"])
+        lv = predict_logits(scored(), xv, meta["mean"], meta["std"], batch_size * 2, device)
+        val = compute_metrics(yv, lv, meta["classes"])
+        if r["schedule"] == "plateau": sched.step(val["macro_f1"])
         row = dict(epoch=ep + 1, train_loss=total / n, train_acc=correct / n, val_loss=nn.functional.cross_entropy(lv, yv).item(),
                    val_acc=val["accuracy"], val_macro_f1=val["macro_f1"], lr=opt.param_groups[0]["lr"],
-                   images_per_s=n / secs, seconds=secs)
+                   images_per_s=n / secs, seconds=secs, elapsed_s=sum(h["seconds"] for h in st["history"]) + secs)
         st["history"].append(row); st["epoch"] = ep + 1
         if val["macro_f1"] > st["best"]:
             st.update(best=val["macro_f1"], best_epoch=ep + 1, bad=0)
-            save_checkpoint(ckpt, model, dict(meta, recipe=recipe, metrics={"val": val}, epoch=ep + 1))
+            save_checkpoint(ckpt, scored(), dict(meta, recipe=recipe, metrics={"val": val}, epoch=ep + 1))
         else:
             st["bad"] += 1; st["stopped"] = st["bad"] >= patience
-        _atomic_save({"config": config, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "state": st}, last)
+        _atomic_save({"config": config, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                      "ema": ema.state_dict() if ema else None, "state": st}, last)
         if progress: tqdm.write(f"{desc} epoch {ep + 1}: loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | val macro-F1 "
                                 f"{row['val_macro_f1']:.3f} | lr {row['lr']:.1e} | {row['images_per_s']:.0f} images/s")
         if st["stopped"]: tqdm.write(f"{desc}: early stop, no better val macro-F1 for {patience} epochs"); break
     model.load_state_dict(_load(ckpt)["state_dict"]); model.eval()
     return dict(history=st["history"], best_val_macro_f1=st["best"], best_epoch=st["best_epoch"], stopped_early=st["stopped"],
-                train_seconds=sum(r["seconds"] for r in st["history"]), recipe=recipe)
+                train_seconds=sum(h["seconds"] for h in st["history"]), recipe=recipe)
+
 
 # %% ../nbs/01_teacher.ipynb #bfc61a61
 def plot_history(history:list, title:str=""):
@@ -301,3 +368,23 @@ def plot_reliability(y_true, logits:torch.Tensor, title:str="", n_bins:int=15):
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_xlabel("confidence"); ax.set_ylabel("accuracy"); ax.set_title(f"{title} ECE {r['ece']:.3f}"); ax.legend(fontsize=7)
     fig.tight_layout(); return fig
+
+# %% ../nbs/01_teacher.ipynb #8301973d
+def time_to_reach(history:list, # `fit`'s history rows
+                  threshold:float, # validation macro-F1 to reach
+                 ) -> float|None: # training seconds, or None if never reached
+    "Training seconds until validation macro-F1 first reached `threshold`."
+    return next((h["elapsed_s"] for h in history if h["val_macro_f1"] >= threshold), None)
+
+
+def plot_time_to_accuracy(histories:dict, # name -> `fit` history
+                          thresholds=(0.8, 0.9), title:str="Validation macro-F1 against training time"):
+    "Validation macro-F1 of several runs against their training seconds, with the thresholds marked."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, h) in enumerate(histories.items()):
+        ax.plot([r["elapsed_s"] for r in h], [r["val_macro_f1"] for r in h], "o-", ms=3, color=f"C{i}", label=name)
+    for t in thresholds: ax.axhline(t, color="grey", ls=":", lw=1)
+    ax.set_xlabel("training seconds"); ax.set_ylabel("validation macro-F1"); ax.set_ylim(0, 1); ax.grid(alpha=0.3)
+    ax.legend(fontsize=8); ax.set_title(title); fig.tight_layout(); return fig
+

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fabguard.data import (CLASSES, DatasetError, load_tensors, make_loader, normalize, prepare_dataset, scan_dataset,
+from fabguard.data import (CLASSES, Batches, DatasetError, load_tensors, normalize, prepare_dataset, scan_dataset,
                            synthesize)
 from conftest import fabguard_cmd
 
@@ -27,8 +27,7 @@ def test_generate_check_load_batch(tmp_path):
     assert list(tmp_path.joinpath("cache").iterdir())  # cached, keyed by the manifest hash
     again = load_tensors(scan, 32, tmp_path / "cache", progress=False)
     assert torch.equal(again["train"][0], data["train"][0])
-    torch.manual_seed(0)
-    xb, yb = next(iter(make_loader(*data["train"], batch_size=16, train=True)))
+    xb, yb = next(iter(Batches(*data["train"], batch_size=16, train=True)))
     x = normalize(xb)
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and yb.max() < 12
 
