@@ -16,6 +16,7 @@ import torch
 from .data import load_scan, load_tensors, normalize, sha256_file, write_json
 from .distill import count_flops
 from .quantize import latency, ort_session
+from .train import time_to_reach
 
 # %% auto #0
 __all__ = ['INTERESTING_FLAGS', 'TORCH_VARIANTS', 'ONNX_VARIANTS', 'PAPER_ELPV', 'machine_info', 'Variant', 'load_variants',
@@ -220,6 +221,11 @@ def study_steps(run_dir) -> dict:
     if d: out["distill"] = {k: d.get(k) for k in ("T", "alpha", "alpha_weights", "goal", "seeds", "sweep", "train_seconds")}
     if q: out["quantize"] = {k: q.get(k) for k in ("parity", "int8_table", "failed", "chosen", "rule", "goal", "profile_us")}
     if pr: out["pruning"] = pr
+    if t and d:  # validation macro-F1 against training seconds, for the teacher and every student
+        hist = {"teacher": t["history"], **d.get("history", {})}
+        out["time_to_accuracy"] = {n: {"seconds_to_0.8": time_to_reach(h, 0.8), "seconds_to_0.9": time_to_reach(h, 0.9),
+                                       "train_seconds": sum(r["seconds"] for r in h), "best_val_macro_f1": max(r["val_macro_f1"] for r in h)}
+                                   for n, h in hist.items()}
     return out
 
 
@@ -262,6 +268,14 @@ def _steps_md(st:dict) -> list:
                       "| operator | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
             lines += [f"| {o} | " + " | ".join(f"{prof[n][o]['us']:.0f}" if o in prof[n] else "-" for n in names) + " |" for o in ops]
         lines += ["", "![INT8 flips](figures/03_int8_flips.png)", ""]
+    if "time_to_accuracy" in st:
+        reach = lambda v: "not reached" if v is None else f"{v:.0f}"
+        lines += ["## Time to accuracy", "", "Validation macro-F1 against training seconds (the teacher's and each student's own run, "
+                  "BatchNorm re-estimates included); seconds until it first reached 0.80 and 0.90.", "",
+                  "| model | best val macro-F1 | training s | s to 0.80 | s to 0.90 |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | {v['best_val_macro_f1']:.3f} | {v['train_seconds']:.0f} | {reach(v['seconds_to_0.8'])} | {reach(v['seconds_to_0.9'])} |"
+                  for n, v in st["time_to_accuracy"].items()]
+        lines += ["", "![Time to accuracy](figures/time_to_accuracy.png)", ""]
     pr = st.get("pruning")
     if pr:
         lines += ["", "## Pruning", "", f"L1 unstructured at {pr['amount']:.0%} of convolution and linear weights, then a short fine-tune: "
