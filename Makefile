@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= quick
 DATASET ?= synthetic
 
-.PHONY: install study test check export clean readme loadtest
+.PHONY: install study test check export clean readme loadtest recipes
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ install: $(VENV)/.installed
 study: install
 	$(BIN)/fabguard study --profile $(PROFILE) --dataset $(DATASET)
 	@if [ "$(PROFILE)/$(DATASET)" = "quick/synthetic" ]; then $(MAKE) --no-print-directory readme; fi
+
+# 01's recipe study: every variant not yet in reports/synthetic/recipe_study/results.jsonl (about 20 min each at one thread)
+recipes: install
+	$(BIN)/python scripts/recipe_study.py --jobs 2
 
 # the service under load on loopback (30 s), with the study's INT8 student; figures go to the README
 loadtest: install
