@@ -659,10 +659,11 @@ class Batches:
                  seed:int=0, # seeds the draws and the augmentations: the same seed gives the same epoch
                  augment:Augment|None=SEED_AUGMENT,
                  device=None, # where batches go (and are augmented); default: the CPU
+                 with_index:bool=False, # also yield each batch's indices into the split
                 ):
         if len(y) == 0: raise ValueError("empty split: no images to load")
         self.x, self.y, self.bs, self.train, self.seed, self.augment = x, y, batch_size, train, seed, augment
-        self.device = torch.device(device or "cpu")
+        self.device, self.with_index = torch.device(device or "cpu"), with_index
 
     def __len__(self): return math.ceil(len(self.y) / self.bs)
 
@@ -672,7 +673,8 @@ class Batches:
         for i in range(0, len(idx), self.bs):
             b = idx[i:i + self.bs]; xb = self.x[b].to(self.device, non_blocking=True)
             if self.train and self.augment is not None: xb = self.augment(xb, g)
-            yield xb, self.y[b].to(self.device, non_blocking=True)
+            yb = self.y[b].to(self.device, non_blocking=True)
+            yield (xb, yb, b) if self.with_index else (xb, yb)
 
 
 # %% ../nbs/00_data.ipynb #7267711a

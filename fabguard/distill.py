@@ -12,10 +12,12 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment
 from .train import CELoss, compute_metrics, fit, get_recipe, n_params, predict_logits, recipe_model, seed_everything
 
 # %% auto #0
-__all__ = ['kd_loss', 'KDLoss', 'train_student', 'count_flops', 'compare', 'plot_comparison']
+__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'macro_f1', 'paired_difference', 'count_flops',
+           'compare', 'plot_comparison']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -31,30 +33,75 @@ def kd_loss(s:torch.Tensor, # student logits N x C
 
 
 class KDLoss(nn.Module):
-    "`fit`'s loss hook for distillation: the frozen teacher runs on the student's own (augmented) batch."
-    def __init__(self, teacher:nn.Module, T:float=4.0, alpha:float=0.7, label_smoothing:float=0.0):
+    "`fit`'s loss hook for distillation: the teacher's logits on the student's own (augmented) batch, computed online or cached."
+    def __init__(self, teacher:nn.Module|None, # run on each batch; None: `fit` must pass cached `teacher_logits`
+                 T:float=4.0, alpha:float=0.7, label_smoothing:float=0.0):
         super().__init__()
-        self.teacher, self.T, self.alpha, self.label_smoothing = teacher.eval().requires_grad_(False), T, alpha, label_smoothing
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.T, self.alpha, self.label_smoothing = T, alpha, label_smoothing
         self.recipe = {"loss": "distillation", "T": T, "alpha": alpha, "alpha_weights": "soft (teacher) term",
                        "label_smoothing": label_smoothing}
     def train(self, mode:bool=True):
-        super().train(mode); self.teacher.eval(); return self  # the teacher stays in eval mode (batch norm, dropout)
-    def forward(self, s, y, x):
-        with torch.no_grad(): t = self.teacher(x)
-        return kd_loss(s, t, y, self.T, self.alpha, self.label_smoothing)
+        super().train(mode)
+        if self.teacher is not None: self.teacher.eval()  # the teacher stays in eval mode (batch norm, dropout)
+        return self
+    def forward(self, s, y, x, teacher_logits=None):
+        if teacher_logits is None:
+            if self.teacher is None: raise ValueError("KDLoss without a teacher needs cached teacher_logits (fit's `views`)")
+            with torch.no_grad(): teacher_logits = self.teacher(x)
+        return kd_loss(s, teacher_logits, y, self.T, self.alpha, self.label_smoothing)
+
+
+# %% ../nbs/02_distill.ipynb #606e96bc
+def make_views(x:torch.Tensor, # uint8 training split N x 3 x S x S
+               k:int, # number of views
+               augment:Augment=SEED_AUGMENT, seed:int=0, batch_size:int=512) -> torch.Tensor: # uint8 K x N x 3 x S x S
+    "K fixed augmented views of every training image; view i is drawn from seed (seed, i) alone."
+    out = torch.empty((k, *x.shape), dtype=torch.uint8)
+    for i in range(k):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        for j in range(0, len(x), batch_size): out[i, j:j + batch_size] = augment(x[j:j + batch_size], g).round_().to(torch.uint8)
+    return out
+
+
+def view_logits(teacher:nn.Module, views:torch.Tensor, # K x N x 3 x S x S uint8
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size:int=256) -> torch.Tensor: # K x N x C float32
+    "The teacher's logits on every view (inference mode, as `predict_logits`)."
+    return torch.stack([predict_logits(teacher, v, mean, std, batch_size) for v in views])
 
 
 # %% ../nbs/02_distill.ipynb #9c3e2b71
 def train_student(data:dict, ckpt, meta:dict,
-                  teacher:nn.Module|None=None, # distil from this model; None trains from scratch
+                  teacher:nn.Module|None=None, # distil from this model, run online on each batch
                   T:float=4.0, alpha:float=0.7, seed:int=0, arch:str="mobilenet_v3_small",
                   recipe="budget", # the same recipe for both students: only the teacher term differs
+                  views:tuple|None=None, # (K views, K x N x C teacher logits or None): fixed views, cached teaching
                   **fit_kw) -> tuple[nn.Module, dict]:
-    "(student with its best weights, `fit`'s history): distilled from `teacher`, or from scratch."
+    "(student with its best weights, `fit`'s history): distilled (online teacher or cached logits), or from scratch."
     seed_everything(seed); r = get_recipe(recipe)
     model = recipe_model(arch, len(meta["classes"]), r)
-    loss = KDLoss(teacher, T, alpha, r["label_smoothing"]) if teacher is not None else CELoss(r["label_smoothing"])
-    return model, fit(model, data, ckpt, dict(meta, arch=arch), recipe=r, seed=seed, loss_fn=loss, **fit_kw)
+    kd = teacher is not None or (views is not None and views[1] is not None)
+    loss = KDLoss(teacher, T, alpha, r["label_smoothing"]) if kd else CELoss(r["label_smoothing"])
+    return model, fit(model, data, ckpt, dict(meta, arch=arch), recipe=r, seed=seed, loss_fn=loss, views=views, **fit_kw)
+
+
+# %% ../nbs/02_distill.ipynb #d1bdf1fe
+def macro_f1(y:np.ndarray, pred:np.ndarray, n_classes:int) -> float:
+    "Macro-F1 from the confusion counts (scikit-learn's `f1_score(average='macro', zero_division=0)`, fast enough to bootstrap)."
+    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return float(np.mean(2 * np.diag(cm) / np.maximum(cm.sum(0) + cm.sum(1), 1)))
+
+
+def paired_difference(y, preds_a:list, preds_b:list, # per seed: predicted labels of model A and of model B on the same images
+                      n_classes:int, n_resamples:int=2000, level:float=0.95, seed:int=0) -> dict:
+    "Mean over seeds of macro-F1(A) - macro-F1(B), with a paired bootstrap interval over the images."
+    from scipy.stats import bootstrap
+    y, A, B = np.asarray(y), np.asarray(preds_a), np.asarray(preds_b)
+    stat = lambda i: np.mean([macro_f1(y[i], a[i], n_classes) - macro_f1(y[i], b[i], n_classes) for a, b in zip(A, B)])
+    ci = bootstrap((np.arange(len(y)),), stat, vectorized=False, n_resamples=n_resamples, confidence_level=level,
+                   method="percentile", random_state=seed).confidence_interval
+    return {"mean": float(stat(np.arange(len(y)))), "ci_low": float(ci.low), "ci_high": float(ci.high), "level": level,
+            "n_images": int(len(y)), "n_seeds": int(len(A))}
 
 
 # %% ../nbs/02_distill.ipynb #4803320f

@@ -91,7 +91,7 @@ def _autocast(device):
 def predict_logits(model:nn.Module, x:torch.Tensor, # uint8 N x 3 x S x S
                    mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size:int=256, device=None) -> torch.Tensor:
     "Logits (float32, on the CPU) of `model` over the uint8 images `x`, in eval mode."
-    device = torch.device(device) if device else next(model.parameters()).device
+    device = torch.device(device) if device else next((p.device for p in model.parameters()), torch.device("cpu"))
     model.eval(); out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
@@ -220,7 +220,7 @@ class CELoss(nn.Module):
     def __init__(self, label_smoothing:float=0.0):
         super().__init__(); self.label_smoothing = label_smoothing
         self.recipe = {"loss": "cross_entropy", "label_smoothing": label_smoothing}
-    def forward(self, logits, y, x=None): return nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+    def forward(self, logits, y, x=None, **cached): return nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
 
 # %% ../nbs/01_teacher.ipynb #4520ac5c
@@ -261,16 +261,17 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
         seed:int=0,
         loss_fn:nn.Module|None=None, # `(logits, y, x) -> loss`; default: cross-entropy with the recipe's label smoothing
         augment:Augment|None=SEED_AUGMENT, # batched augmentation of training batches (on the training device)
+        views:tuple|None=None, # fixed augmented views instead of `augment`: (K x N x 3 x S x S uint8, K x N x C teacher logits or None)
         device=None, resume:bool=True, progress:bool=True, desc:str="train") -> dict:
     "Train `model` with a recipe; leaves it holding the best weights and returns the run's history."
     for sp in ("train", "val"): _check_split(data, sp)
     r = get_recipe(recipe); device, ckpt = pick_device(device), Path(ckpt); cpu = device.type == "cpu"
     last = ckpt.with_name(ckpt.stem + "_last.pt")
     loss_fn = loss_fn if loss_fn is not None else CELoss(r["label_smoothing"])
-    recipe = dict(r, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, augment=repr(augment),
+    recipe = dict(r, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, augment=f"{len(views[0])} fixed views" if views else repr(augment),
                   **getattr(loss_fn, "recipe", {"loss": type(loss_fn).__name__}))
     config = json.loads(json.dumps(dict(recipe=recipe, arch=meta["arch"], classes=meta["classes"], data_hash=meta["data_hash"],
-                                        img_size=meta["img_size"], n_train=len(data["train"][1]),
+                                        img_size=meta["img_size"], n_train=len(data["train"][1]), views=len(views[0]) if views else 0,
                                         extra={k: v for k, v in meta.items() if k not in META_KEYS})))
     layout = torch.channels_last if cpu else torch.preserve_format
     model.to(device, memory_format=layout)
@@ -292,15 +293,18 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
     for ep in tqdm(range(st["epoch"], epochs), desc=desc, total=epochs, initial=st["epoch"], disable=not progress or st["stopped"]):
         if st["stopped"]: break
         torch.manual_seed(_epoch_seed(seed, ep))  # dropout and stochastic depth draws
-        batches = Batches(*data["train"], batch_size, train=True, seed=_epoch_seed(seed, ep), augment=augment, device=device)
+        k = ep % len(views[0]) if views else None  # epoch ep trains on view ep mod K
+        batches = Batches(views[0][k] if views else data["train"][0], data["train"][1], batch_size, train=True, seed=_epoch_seed(seed, ep),
+                          augment=None if views else augment, device=device, with_index=True)
         model.train(); n = correct = 0; total = 0.0; t0 = time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {ep + 1}/{epochs}", leave=False, disable=not progress)
-        for i, (xb, yb) in enumerate(bar):
+        for i, (xb, yb, idx) in enumerate(bar):
             if len(yb) < 2: continue  # batch norm cannot train on a single image
             x = normalize(xb, meta["mean"], meta["std"])
             if cpu: x = x.contiguous(memory_format=torch.channels_last)
+            cached = {"teacher_logits": views[1][k][idx].to(device)} if views and views[1] is not None else {}
             with _autocast(device):
-                logits = model(x); loss = loss_fn(logits, yb, x)
+                logits = model(x); loss = loss_fn(logits, yb, x, **cached)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: non-finite loss ({loss.item()}) at epoch {ep + 1}, batch {i + 1}; "
                                          f"lower the learning rate (lr={r['lr']}) or check the data")
