@@ -6,14 +6,14 @@ Docs: https://github.com/fabguard/fabguard/benchmark.html.md"""
 
 # %% ../nbs/04_benchmark.ipynb #f5b37890
 from __future__ import annotations
-import datetime, json, os, platform
+import json, os, platform
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from .data import load_scan, load_tensors, normalize, sha256_file, write_json
+from .data import sha256_file
 from .distill import count_flops
 from .quantize import latency, ort_session
 
@@ -303,7 +303,7 @@ def write_report(metrics:dict, report_dir) -> Path:
     md = "\n".join(lines)
     (report_dir / "REPORT.md").write_text(md)
     html = mistune.create_markdown(plugins=["table"])(md)
-    (report_dir / "REPORT.html").write_text(f"<!doctype html><meta charset='utf-8'><title>FabGuard report</title>"
+    (report_dir / "REPORT.html").write_text("<!doctype html><meta charset='utf-8'><title>FabGuard report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style>" + html)
     return report_dir / "REPORT.md"

@@ -61,7 +61,6 @@ class _Scene:
 
     def lines_in_view(self):
         "Indices of lines whose middle crosses the central 80% of the image."
-        c = self.size / 2
         ks = range(int(-self.size / self.pitch) - 2, int(self.size / self.pitch) + 3)
         return [k for k in ks if abs(sum(self.line_of(k)) / 2) < 0.4 * self.size]
 
@@ -143,7 +142,7 @@ def _random_walk(rng, start, direction, steps, step=1.0, wiggle=0.6):
 
 def _polyline_mask(s, pts, width):
     "Soft mask of a polyline given in (u, v) coordinates, drawn in pixel space."
-    c, t = s.size / 2, None
+    c = s.size / 2
     # invert the rotation: pixel = rotation^-1 (u, v)
     cos = float(s.u[0, 1] - s.u[0, 0]); sin = float(s.u[1, 0] - s.u[0, 0])
     xy = [(u * cos - v * sin + c, u * sin + v * cos + c) for u, v in pts]

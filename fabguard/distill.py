@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .train import build_model, compute_metrics, fit, n_params, predict_logits, seed_everything
+from .train import build_model, compute_metrics, fit, n_params, seed_everything
 
 # %% auto #0
 __all__ = ['kd_loss', 'KDLoss', 'train_student', 'count_flops', 'compare', 'plot_comparison']

@@ -16,11 +16,10 @@ import torch
 from torch.nn.utils import prune
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import fabguard
-from .data import load_scan, load_tensors, make_loader, normalize, sha256_file, write_json
-from .train import build_model, compute_metrics, load_checkpoint, make_meta, predict_logits, save_checkpoint
+from .data import make_loader, normalize, sha256_file, write_json
+from .train import predict_logits
 
 # %% auto #0
 __all__ = ['QTYPES', 'QuantizeError', 'ParityError', 'set_metadata', 'onnx_metadata', 'load_onnx', 'export_onnx', 'ort_session',

@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/study.html.md"""
 
 # %% ../nbs/06_study.ipynb #eb87a545
 from __future__ import annotations
-import ast, configparser, hashlib, json, os, sys, time
+import ast, configparser, hashlib, json, os, time
 from pathlib import Path
 
 import papermill as pm
