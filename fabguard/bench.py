@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from .data import sha256_file
+from .data import MB, sha256_file
 from .distill import count_flops
 from .quantize import latency, ort_session
 
@@ -67,7 +67,7 @@ class Variant:
         return np.concatenate([self.runner(x[i:i + batch_size], threads)() for i in range(0, len(x), batch_size)])
 
     @property
-    def file_mb(self) -> float: return self.path.stat().st_size / 2 ** 20
+    def file_mb(self) -> float: return self.path.stat().st_size / MB
 
 # %% ../nbs/04_benchmark.ipynb #1061409b
 TORCH_VARIANTS = {"teacher_torch": "teacher.pt", "student_torch": "student.pt",
@@ -280,7 +280,7 @@ def write_report(metrics:dict, report_dir) -> Path:
              "## Variants", "", headline_table(metrics), "",
              "Latency: ONNX Runtime or PyTorch on the CPU, batch 1, p50/p99 over "
              f"{metrics['bench']['runs']} timed runs after {metrics['bench']['warmup']} warm-up runs, all variants interleaved; "
-             "throughput at batch 32 and 2 threads.", ""]
+             "throughput at batch 32 and 2 threads. Sizes here and below in MB = 10^6 bytes.", ""]
     if sp:
         lines += ["## Speed-ups (p50, batch 1, 1 thread, same run)", "", "| ratio | value |", "|---|---|"]
         lines += [f"| {k.replace('_vs_', ' vs ')} | {v:.2f}x |" for k, v in sp.items()] + [""]

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1"); sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--db", type=Path, default=None, help="SQLite prediction log (default: none)")
     sv.add_argument("--metrics", type=Path, default=None, help="the study's metrics.json, shown by /model_info")
-    sv.add_argument("--max-upload-mb", type=float, default=20, help="largest request body accepted (default 20)")
+    sv.add_argument("--max-upload-mb", type=float, default=20, help="largest request body accepted, in MB = 10^6 bytes (default 20)")
     sv.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per request (default 1)")
     sv.set_defaults(func=_serve)
     dr = sub.add_parser("drift", help="KS drift tests of logged predictions against the study's reference; exit 1 on drift")

@@ -17,10 +17,10 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CLASSES', 'GOOD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'GENERATOR_VERSION', 'ACCEPTED_FORMATS', 'MAX_SIDE',
-           'ELPV_CLASSES', 'synth_image', 'show_grid', 'sha256_file', 'write_json', 'synthesize', 'ImageError',
-           'read_image', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan',
-           'load_tensors', 'seed_augment', 'normalize', 'TensorImages', 'balanced_sampler', 'make_loader',
+__all__ = ['CLASSES', 'GOOD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'GENERATOR_VERSION', 'MB', 'ACCEPTED_FORMATS',
+           'MAX_SIDE', 'ELPV_CLASSES', 'synth_image', 'show_grid', 'sha256_file', 'write_json', 'synthesize',
+           'ImageError', 'read_image', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset',
+           'load_scan', 'load_tensors', 'seed_augment', 'normalize', 'TensorImages', 'balanced_sampler', 'make_loader',
            'pipeline_throughput', 'plot_class_counts', 'plot_samples', 'plot_intensity']
 
 # %% ../nbs/00_data.ipynb #772e49c8
@@ -31,6 +31,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = "1.1"
+MB = 10**6  # bytes in a megabyte: every size FabGuard reports is in MB = 10^6 bytes
 
 # %% ../nbs/00_data.ipynb #3ab99a9f
 def _smooth_noise(rng, size, cells):

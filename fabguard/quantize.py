@@ -18,7 +18,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 
 import fabguard
-from .data import make_loader, normalize, sha256_file, write_json
+from .data import MB, make_loader, normalize, sha256_file, write_json
 from .train import predict_logits
 
 # %% auto #0
@@ -333,6 +333,6 @@ def artifacts_manifest(run_dir, files:list, # paths (relative to run_dir, or abs
     for f in files:
         f = Path(f); full = f if f.is_absolute() else run_dir / f
         rel = os.path.relpath(full.resolve(), run_dir.resolve())
-        out[rel] = {"bytes": full.stat().st_size, "mb": round(full.stat().st_size / 1e6, 3), "sha256": sha256_file(full)}
+        out[rel] = {"bytes": full.stat().st_size, "mb": round(full.stat().st_size / MB, 3), "sha256": sha256_file(full)}
     write_json(run_dir / out_name, {"files": out, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "fabguard": fabguard.__version__})
     return out

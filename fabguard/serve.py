@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tqdm.auto import tqdm
 
 import fabguard
-from .data import GOOD, IMAGENET_MEAN, IMAGENET_STD, ImageError, normalize, read_image, sha256_file
+from .data import GOOD, IMAGENET_MEAN, MB, IMAGENET_STD, ImageError, normalize, read_image, sha256_file
 
 # %% auto #0
 __all__ = ['DRIFT_FEATURES', 'Engine', 'PredictionLog', 'read_log', 'build_reference', 'load_reference', 'detect_drift',
@@ -261,7 +261,7 @@ class UploadLimit:
         size = dict(scope["headers"]).get(b"content-length", b"")
         if size.isdigit() and int(size) > self.max_bytes:
             if self.on_refuse: self.on_refuse(scope)
-            msg = f"request body of {int(size) / 2**20:.2f} MB exceeds the upload limit of {self.max_bytes / 2**20:g} MB"
+            msg = f"request body of {int(size) / MB:.2f} MB exceeds the upload limit of {self.max_bytes / MB:g} MB"
             return await JSONResponse({"detail": msg}, status_code=413)(scope, receive, send)
         seen = 0
         async def counted():  # a body without Content-Length (chunked): stop reading once over the limit
@@ -276,7 +276,7 @@ class UploadLimit:
 def create_app(model, # a .onnx path or an `Engine`
                db=None, # SQLite prediction log (None: no log)
                metrics=None, # the study's metrics.json, for /model_info
-               max_upload_mb:float=20, # request body limit
+               max_upload_mb:float=20, # request body limit, in MB = 10^6 bytes
                max_files:int=64, # images per request
                threads:int|None=1, # ONNX Runtime intra-op threads when `model` is a path
               ):
@@ -287,7 +287,7 @@ def create_app(model, # a .onnx path or an `Engine`
     if study and "sha256" in study: study["sha256_matches"] = study["sha256"] == engine.sha256
     stats = ServiceStats()
     app = FastAPI(title="FabGuard", version=fabguard.__version__, description="Defect classification of fab and PCB micrographs.")
-    app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 2**20),
+    app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * MB),
                        on_refuse=lambda scope: scope["path"] == "/predict" and stats.record(413))
     app.state.engine, app.state.log, app.state.stats = engine, log, stats
 

@@ -67,7 +67,7 @@ BAD = {  # kind: (request kwargs, status, text in the error)
     "not an image": (dict(files={"files": ("notes.txt", b"hello, I am text" * 10, "text/plain")}), 415, "notes.txt: not an image"),
     "truncated": (dict(files={"files": ("half.png", PNG[: len(PNG) // 2], "image/png")}), 400, "half.png: corrupt or truncated"),
     "gif": (dict(files={"files": ("x.gif", _gif(), "image/gif")}), 415, "x.gif: unsupported format GIF"),
-    "too large upload": (dict(files={"files": ("big.png", os.urandom(int(MAX_MB * 2**20) + 50_000), "image/png")}), 413, "upload limit of 0.25 MB"),
+    "too large upload": (dict(files={"files": ("big.png", os.urandom(int(MAX_MB * 1e6) + 10_000), "image/png")}), 413, "upload limit of 0.25 MB"),
     "too large chunked upload": (dict(content=iter([b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
                                                     b'Content-Type: image/png\r\n\r\n'] + [os.urandom(2**16)] * 8 + [b"\r\n--xyz--\r\n"]),
                                       headers={"content-type": "multipart/form-data; boundary=xyz"}), 413, "upload limit of 0.25 MB"),
