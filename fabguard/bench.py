@@ -222,6 +222,15 @@ def study_steps(run_dir) -> dict:
     return out
 
 
+def _parity_md(parity:dict) -> str:
+    "One sentence on 03's FP32 parity checks (`quantize.check_parity` results by model)."
+    near = lambda v: f", {v['near_tie_flips']} near-tie flips" if "near_tie_flips" in v else ""
+    tol = next((v["tolerance"] for v in parity.values() if "tolerance" in v), None)
+    return ("Parity of PyTorch and ONNX Runtime FP32 on the test split: " + "; ".join(
+        f"{k} max |logit diff| {v['max_abs_diff']:.1e}, top-1 agreement {v['top1_agreement']:.0%} ({v['n']} images{near(v)})"
+        for k, v in parity.items()) + "." + (f" Tolerance per image: {tol['atol']:g} + {tol['rtol']:g} x its largest |logit|." if tol else ""))
+
+
 def _steps_md(st:dict) -> list:
     "Report sections for the training, distillation, quantization and pruning steps."
     lines = []
@@ -244,8 +253,7 @@ def _steps_md(st:dict) -> list:
     if "quantize" in st:
         q = st["quantize"]; g = q["goal"]
         lines += ["## Quantization (ONNX Runtime, static INT8)", "",
-                  "Parity of PyTorch and ONNX Runtime FP32 on the test split: " + "; ".join(
-                      f"{k} max |logit diff| {v['max_abs_diff']:.1e}, top-1 agreement {v['top1_agreement']:.0%} ({v['n']} images)" for k, v in q["parity"].items()) + ".", "",
+                  _parity_md(q["parity"]), "",
                   "| configuration | val macro-F1 | MB | p50 ms | p99 ms | speed-up vs FP32 |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['variant']} | {r['val_macro_f1']:.3f} | {r['mb']:.2f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['speedup_vs_fp32']:.2f}x |" for r in q["int8_table"]]
         lines += ["", f"Shipped `student_int8.onnx`: {q['chosen']} ({q['rule']}): {g['int8_mb']:.2f} MB, validation macro-F1 drop "
