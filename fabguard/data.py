@@ -440,6 +440,12 @@ def _hash_fraction(rel:str) -> float:
     return int(hashlib.sha256(rel.encode()).hexdigest()[:12], 16) / 16 ** 12
 
 
+def _hash_split(rel:str, val:float=0.15, test:float=0.15) -> str:
+    "Split of the file at `rel` from its own hash fraction alone: train below 1 - val - test, then val, then test."
+    f = _hash_fraction(rel)
+    return "train" if f < 1 - val - test else "val" if f < 1 - test else "test"
+
+
 def _visible_files(folder):
     "Files below `folder`, skipping hidden files and folders, in sorted order."
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -473,25 +479,23 @@ def scan_dataset(root, # dataset folder
         for c in set(classes) - set(found[top]): (errors if top == tops[0] else warns).append(f"{top / c}: missing class folder")
         loose = [p for p in top.iterdir() if p.is_file() and not p.name.startswith(".")] if top.is_dir() else []
         if loose: warns.append(f"{top}: {len(loose)} file(s) outside any class folder, ignored")
-    items, by_class = [], {}
+    items = []
     files = [(top, c, f) for top in tops for c in classes if (top / c).is_dir() for f in _visible_files(top / c)]
     for top, c, f in tqdm(files, desc=f"check {root.name}", disable=not progress, mininterval=1):
         rel = f.relative_to(root).as_posix()
         try: _, mode = read_image(f, max_side, name=str(f))
         except ImageError as e: warns.append(f"skipped {e}"); continue
         if mode not in ("RGB", "L"): warns.append(f"{f}: {mode} image converted to 8-bit RGB")
-        split = top.name if layout == "split" else None
+        split = top.name if layout == "split" else _hash_split(rel)
         items.append({"path": rel, "label": classes.index(c), "split": split, "sha256": sha256_file(f), "mode": mode})
-        by_class.setdefault(c, []).append(items[-1])
-    if layout == "flat":  # stratified 70/15/15 by a stable hash of the relative path
-        for c, its in by_class.items():
-            its.sort(key=lambda i: _hash_fraction(i["path"]))
-            for j, it in enumerate(its): it["split"] = _split_of(j, len(its))
     for c in classes:
         n = {s: sum(i["label"] == classes.index(c) and i["split"] == s for i in items) for s in SPLITS}
         if n["train"] == 0: errors.append(f"{root}: class {c!r} has no usable training images")
         elif min(n.values()) == 0: warns.append(f"{root}: class {c!r} has no images in {[s for s in SPLITS if n[s] == 0]}")
     if len(classes) < 2: errors.append(f"{root}: needs at least 2 class folders, found {classes}")
+    for s in SPLITS[1:]:
+        if items and not any(i["split"] == s for i in items):
+            errors.append(f"{root}: no usable {s} images at all ({len(items)} images; add images, or use the train/val/test layout)")
     items.sort(key=lambda i: i["path"])
     return DatasetScan(root, layout, classes, items, errors, warns)
 
