@@ -40,6 +40,7 @@ def set_metadata(proto:onnx.ModelProto, meta:dict, variant:str, source_sha256:st
     props = {"classes": json.dumps(list(meta["classes"])), "img_size": str(int(meta["img_size"])),
              "mean": json.dumps(list(meta["mean"])), "std": json.dumps(list(meta["std"])), "arch": meta["arch"],
              "source_sha256": source_sha256, "variant": variant, "fabguard_version": fabguard.__version__}
+    if "good_class" in meta: props["good_class"] = meta["good_class"] or ""  # "": no no-defect class
     onnx.helper.set_model_props(proto, props)
     return proto
 
@@ -50,6 +51,7 @@ def onnx_metadata(path) -> dict:
     for k in ("classes", "mean", "std"):
         if k in d: d[k] = json.loads(d[k])
     if "img_size" in d: d["img_size"] = int(d["img_size"])
+    if "good_class" in d: d["good_class"] = d["good_class"] or None
     return d
 
 

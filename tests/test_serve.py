@@ -185,3 +185,22 @@ def test_int8_model(tmp_path):
     e = Engine(make_test_model(tmp_path / "student_int8.onnx", int8=True, variant="student_int8"))
     r = e.predict(PNG)
     assert e.variant == "student_int8" and r["class"] in e.classes and abs(sum(r["probabilities"].values()) - 1) < 1e-6
+
+
+def test_model_without_a_no_defect_class(tmp_path, capsys):
+    "A model whose classes include none meaning 'no defect': defect_detected is null over HTTP, NULL in the log, '-' in predict."
+    from conftest import make_test_model
+    from fabguard.serve import Engine, read_log
+    path = make_test_model(tmp_path / "own.onnx", props={"classes": json.dumps([f"kind_{i}" for i in range(12)]), "good_class": ""})
+    e = Engine(path); db = tmp_path / "p.sqlite"
+    assert e.good_class is None
+    with background_server(create_app(e, db=db)) as url:
+        r = httpx.post(f"{url}/predict", files=[("files", (f"{i}.png", encode(a), "image/png")) for i, a in enumerate(draw(40, 3))])
+        info = httpx.get(f"{url}/model_info").json()
+    assert r.status_code == 200 and '"defect_detected":null' in r.text.replace(" ", "") and info["good_class"] is None
+    assert read_log(db)["defect"] == [None] * 3
+    (tmp_path / "one.png").write_bytes(PNG)
+    assert main(["predict", str(tmp_path / "one.png"), "--model", str(path)]) == 0
+    assert capsys.readouterr().out.rstrip("\n").split("\t")[-1] == "-"
+    assert main(["predict", str(tmp_path / "one.png"), "--model", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["defect_detected"] is None
