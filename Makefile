@@ -37,10 +37,12 @@ test: install
 	$(BIN)/nbdev-test --n-workers 0 --timing
 	$(BIN)/python -m pytest -q
 
-# fails when fabguard/ is not what nbdev-export makes of the notebooks, or a notebook is not clean
+# fails when fabguard/ is not what nbdev-export makes of the notebooks, a notebook is not clean, or pyflakes
+# finds unused imports or undefined names in the exported modules
 check: install
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
+	$(BIN)/python -m pyflakes fabguard
 	@out=$$(git status --porcelain -- fabguard nbs); if [ -n "$$out" ]; then echo "$$out"; \
 	  echo "fabguard/ or nbs/ out of step with nbdev-export/nbdev-clean: run 'make export' and commit" >&2; exit 1; fi
 

@@ -6,14 +6,14 @@ Docs: https://github.com/fabguard/fabguard/benchmark.html.md"""
 
 # %% ../nbs/04_benchmark.ipynb #f5b37890
 from __future__ import annotations
-import datetime, json, os, platform
+import json, os, platform
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from .data import load_scan, load_tensors, normalize, sha256_file, write_json
+from .data import MB, sha256_file
 from .distill import count_flops
 from .quantize import latency, ort_session
 from .train import time_to_reach
@@ -68,7 +68,7 @@ class Variant:
         return np.concatenate([self.runner(x[i:i + batch_size], threads)() for i in range(0, len(x), batch_size)])
 
     @property
-    def file_mb(self) -> float: return self.path.stat().st_size / 2 ** 20
+    def file_mb(self) -> float: return self.path.stat().st_size / MB
 
 # %% ../nbs/04_benchmark.ipynb #1061409b
 TORCH_VARIANTS = {"teacher_torch": "teacher.pt", "student_torch": "student.pt",
@@ -229,6 +229,15 @@ def study_steps(run_dir) -> dict:
     return out
 
 
+def _parity_md(parity:dict) -> str:
+    "One sentence on 03's FP32 parity checks (`quantize.check_parity` results by model)."
+    near = lambda v: f", {v['near_tie_flips']} near-tie flips" if "near_tie_flips" in v else ""
+    tol = next((v["tolerance"] for v in parity.values() if "tolerance" in v), None)
+    return ("Parity of PyTorch and ONNX Runtime FP32 on the test split: " + "; ".join(
+        f"{k} max |logit diff| {v['max_abs_diff']:.1e}, top-1 agreement {v['top1_agreement']:.0%} ({v['n']} images{near(v)})"
+        for k, v in parity.items()) + "." + (f" Tolerance per image: {tol['atol']:g} + {tol['rtol']:g} x its largest |logit|." if tol else ""))
+
+
 def _steps_md(st:dict) -> list:
     "Report sections for the training, distillation, quantization and pruning steps."
     lines = []
@@ -254,8 +263,7 @@ def _steps_md(st:dict) -> list:
     if "quantize" in st:
         q = st["quantize"]; g = q["goal"]
         lines += ["## Quantization (ONNX Runtime, static INT8)", "",
-                  "Parity of PyTorch and ONNX Runtime FP32 on the test split: " + "; ".join(
-                      f"{k} max |logit diff| {v['max_abs_diff']:.1e}, top-1 agreement {v['top1_agreement']:.0%} ({v['n']} images)" for k, v in q["parity"].items()) + ".", "",
+                  _parity_md(q["parity"]), "",
                   "| configuration | val macro-F1 | MB | p50 ms | p99 ms | speed-up vs FP32 |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['variant']} | {r['val_macro_f1']:.3f} | {r['mb']:.2f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['speedup_vs_fp32']:.2f}x |" for r in q["int8_table"]]
         lines += ["", f"Shipped `student_int8.onnx`: {q['chosen']} ({q['rule']}): {g['int8_mb']:.2f} MB, validation macro-F1 drop "
@@ -298,7 +306,7 @@ def write_report(metrics:dict, report_dir) -> Path:
              "## Variants", "", headline_table(metrics), "",
              "Latency: ONNX Runtime or PyTorch on the CPU, batch 1, p50/p99 over "
              f"{metrics['bench']['runs']} timed runs after {metrics['bench']['warmup']} warm-up runs, all variants interleaved; "
-             "throughput at batch 32 and 2 threads.", ""]
+             "throughput at batch 32 and 2 threads. Sizes here and below in MB = 10^6 bytes.", ""]
     if sp:
         lines += ["## Speed-ups (p50, batch 1, 1 thread, same run)", "", "| ratio | value |", "|---|---|"]
         lines += [f"| {k.replace('_vs_', ' vs ')} | {v:.2f}x |" for k, v in sp.items()] + [""]
@@ -312,7 +320,8 @@ def write_report(metrics:dict, report_dir) -> Path:
     if "data" in metrics:
         d = metrics["data"]
         lines += ["## Data", "", f"{d['n_images']} images, {len(classes)} classes, dataset hash `{d['hash'][:16]}`; "
-                  f"train/val/test: {d['split_sizes']['train']}/{d['split_sizes']['val']}/{d['split_sizes']['test']}.", "",
+                  f"train/val/test: {d['split_sizes']['train']}/{d['split_sizes']['val']}/{d['split_sizes']['test']}"
+                  + (f"; no-defect class: {d['good_class'] or 'none (defect_detected is null)'}" if "good_class" in d else "") + ".", "",
                   "![Samples](figures/samples.png)", ""]
     lines += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cores']} cores); flags: {', '.join(env['cpu_flags']) or 'none recorded'}",
               f"- Threads: {env['threads']} (latency measured at 1 and 2)",
@@ -321,7 +330,7 @@ def write_report(metrics:dict, report_dir) -> Path:
     md = "\n".join(lines)
     (report_dir / "REPORT.md").write_text(md)
     html = mistune.create_markdown(plugins=["table"])(md)
-    (report_dir / "REPORT.html").write_text(f"<!doctype html><meta charset='utf-8'><title>FabGuard report</title>"
+    (report_dir / "REPORT.html").write_text("<!doctype html><meta charset='utf-8'><title>FabGuard report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style>" + html)
     return report_dir / "REPORT.md"

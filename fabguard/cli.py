@@ -21,14 +21,14 @@ def _data_synth(a):
 
 def _data_check(a):
     from fabguard.data import scan_dataset
-    scan = scan_dataset(a.dir)
+    scan = scan_dataset(a.dir, good_class=a.good_class)
     print(scan.report())
     return 1 if scan.errors else 0
 
 
 def _study(a):
     from fabguard.study import run_study
-    run_study(profile=a.profile, dataset=a.dataset, force=a.force)
+    run_study(profile=a.profile, dataset=a.dataset, force=a.force, good_class=a.good_class)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -54,7 +54,9 @@ def _predict(a):
         failed += "error" in r
         if a.json: print(json.dumps(r), flush=True)
         elif "error" in r: print(f"fabguard: error: {r['error']}", file=sys.stderr)
-        else: print(f"{r['file']}\t{r['class']}\t{r['confidence']:.3f}\t{'DEFECT' if r['defect_detected'] else 'ok'}", flush=True)
+        else:
+            verdict = "-" if r["defect_detected"] is None else "DEFECT" if r["defect_detected"] else "ok"
+            print(f"{r['file']}\t{r['class']}\t{r['confidence']:.3f}\t{verdict}", flush=True)
     return 1 if failed else 0
 
 
@@ -89,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--imbalance", type=float, default=1.0, help="Good is this many times as common as each defect class")
     s.set_defaults(func=_data_synth)
     c = data.add_parser("check", help="validate a dataset folder and print a report")
-    c.add_argument("dir", type=Path); c.set_defaults(func=_data_check)
+    good_help = ("the class that means 'no defect' (default: a class named good, ok, normal, clean, ... if exactly one is; "
+                 "'' for none)")
+    c.add_argument("dir", type=Path); c.add_argument("--good-class", default=None, metavar="NAME", help=good_help)
+    c.set_defaults(func=_data_check)
     st = sub.add_parser("study", help="re-execute the study notebooks with papermill and regenerate the report")
     st.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     st.add_argument("--dataset", default="synthetic", help="synthetic | elpv2 | elpv4 | a dataset folder")
     st.add_argument("--force", action="store_true", help="rerun steps whose inputs are unchanged")
+    st.add_argument("--good-class", default=None, metavar="NAME", help=good_help)
     st.set_defaults(func=_study)
     pr = sub.add_parser("predict", help="classify images or folders of images with an ONNX model")
     pr.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files and folders (searched recursively)")
@@ -108,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1"); sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--db", type=Path, default=None, help="SQLite prediction log (default: none)")
     sv.add_argument("--metrics", type=Path, default=None, help="the study's metrics.json, shown by /model_info")
-    sv.add_argument("--max-upload-mb", type=float, default=20, help="largest request body accepted (default 20)")
+    sv.add_argument("--max-upload-mb", type=float, default=20, help="largest request body accepted, in MB = 10^6 bytes (default 20)")
     sv.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per request (default 1)")
     sv.set_defaults(func=_serve)
     dr = sub.add_parser("drift", help="KS drift tests of logged predictions against the study's reference; exit 1 on drift")

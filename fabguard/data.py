@@ -18,11 +18,12 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CLASSES', 'GOOD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'GENERATOR_VERSION', 'ACCEPTED_FORMATS', 'MAX_SIDE',
-           'ELPV_CLASSES', 'SEED_AUGMENT', 'synth_image', 'show_grid', 'sha256_file', 'write_json', 'synthesize',
-           'ImageError', 'read_image', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset',
-           'load_scan', 'load_tensors', 'Augment', 'seed_augment_v2', 'normalize', 'balanced_sampler', 'Batches',
-           'pipeline_throughput', 'plot_class_counts', 'plot_samples', 'plot_intensity']
+__all__ = ['CLASSES', 'GOOD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'GENERATOR_VERSION', 'MB', 'ACCEPTED_FORMATS',
+           'MAX_SIDE', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'synth_image', 'show_grid', 'sha256_file',
+           'write_json', 'synthesize', 'ImageError', 'read_image', 'good_class_of', 'DatasetScan', 'scan_dataset',
+           'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan', 'load_tensors', 'Augment', 'seed_augment_v2',
+           'normalize', 'balanced_sampler', 'Batches', 'pipeline_throughput', 'plot_class_counts', 'plot_samples',
+           'plot_intensity']
 
 # %% ../nbs/00_data.ipynb #772e49c8
 CLASSES = ("Bridge", "Crack", "Delamination", "Gap", "Good", "Open",
@@ -32,6 +33,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = "1.1"
+MB = 10**6  # bytes in a megabyte: every size FabGuard reports is in MB = 10^6 bytes
 
 # %% ../nbs/00_data.ipynb #3ab99a9f
 def _smooth_noise(rng, size, cells):
@@ -62,7 +64,6 @@ class _Scene:
 
     def lines_in_view(self):
         "Indices of lines whose middle crosses the central 80% of the image."
-        c = self.size / 2
         ks = range(int(-self.size / self.pitch) - 2, int(self.size / self.pitch) + 3)
         return [k for k in ks if abs(sum(self.line_of(k)) / 2) < 0.4 * self.size]
 
@@ -144,7 +145,7 @@ def _random_walk(rng, start, direction, steps, step=1.0, wiggle=0.6):
 
 def _polyline_mask(s, pts, width):
     "Soft mask of a polyline given in (u, v) coordinates, drawn in pixel space."
-    c, t = s.size / 2, None
+    c = s.size / 2
     # invert the rotation: pixel = rotation^-1 (u, v)
     cos = float(s.u[0, 1] - s.u[0, 0]); sin = float(s.u[1, 0] - s.u[0, 0])
     xy = [(u * cos - v * sin + c, u * sin + v * cos + c) for u, v in pts]
@@ -402,6 +403,24 @@ def read_image(src, # a path, or the raw bytes of an upload
         bg = Image.new("RGB", img.size); bg.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1]); img = bg
     return np.asarray(img.convert("RGB")), mode
 
+# %% ../nbs/00_data.ipynb #b7d0f3e2
+GOOD_NAMES = ("good", "ok", "normal", "pass", "clean", "no_defect", "defect_free", "non_defective")
+
+
+def _looks_good(name:str) -> bool: return name.lower().replace("-", "_").replace(" ", "_") in GOOD_NAMES
+
+
+def good_class_of(classes:list, # the dataset's class names
+                  good_class:str|None=None, # the no-defect class if the user names one; "" for none
+                 ) -> str|None:
+    "The no-defect class: `good_class` when given (one of `classes`), else the one class named as in `GOOD_NAMES`, else None."
+    if good_class == "": return None
+    if good_class is not None:
+        if good_class not in classes: raise ValueError(f"good_class={good_class!r}: not one of the classes {list(classes)}")
+        return good_class
+    hits = [c for c in classes if _looks_good(c)]
+    return hits[0] if len(hits) == 1 else None
+
 # %% ../nbs/00_data.ipynb #a195e839
 @dataclass
 class DatasetScan:
@@ -412,6 +431,7 @@ class DatasetScan:
     items: list # dicts: path (relative), label (index), split, sha256, mode
     errors: list # fatal problems
     warnings: list # skipped files, conversions, odd classes
+    good_class: str|None = None # the no-defect class (None: there is none, and `defect_detected` is null)
 
     @property
     def hash(self) -> str:
@@ -423,13 +443,15 @@ class DatasetScan:
         return {sp: {c: sum(i["split"] == sp and i["label"] == ci for i in self.items) for ci, c in enumerate(self.classes)} for sp in SPLITS}
 
     def manifest(self) -> dict:
-        return {"root": str(self.root), "layout": self.layout, "classes": self.classes, "hash": self.hash,
-                "counts": self.counts(), "items": self.items, "errors": self.errors, "warnings": self.warnings}
+        return {"root": str(self.root), "layout": self.layout, "classes": self.classes, "good_class": self.good_class,
+                "hash": self.hash, "counts": self.counts(), "items": self.items, "errors": self.errors, "warnings": self.warnings}
 
     def report(self) -> str:
         "A human-readable summary, as `fabguard data check` prints it."
         counts = self.counts(); w = max([len(c) for c in self.classes] + [5])
-        lines = [f"{self.root}: {self.layout} layout, {len(self.classes)} classes, {len(self.items)} usable images"]
+        lines = [f"{self.root}: {self.layout} layout, {len(self.classes)} classes, {len(self.items)} usable images",
+                 f"no-defect class: {self.good_class}" if self.good_class else
+                 "no-defect class: none (defect_detected will be null; name one with good_class / --good-class)"]
         lines += [f"  {'class':<{w}} " + " ".join(f"{s:>6}" for s in SPLITS)]
         lines += [f"  {c:<{w}} " + " ".join(f"{counts[s][c]:>6}" for s in SPLITS) for c in self.classes]
         lines += [f"warning: {m}" for m in self.warnings] + [f"error: {m}" for m in self.errors]
@@ -439,6 +461,12 @@ class DatasetScan:
 
 def _hash_fraction(rel:str) -> float:
     return int(hashlib.sha256(rel.encode()).hexdigest()[:12], 16) / 16 ** 12
+
+
+def _hash_split(rel:str, val:float=0.15, test:float=0.15) -> str:
+    "Split of the file at `rel` from its own hash fraction alone: train below 1 - val - test, then val, then test."
+    f = _hash_fraction(rel)
+    return "train" if f < 1 - val - test else "val" if f < 1 - test else "test"
 
 
 def _visible_files(folder):
@@ -451,6 +479,7 @@ def _visible_files(folder):
 
 def scan_dataset(root, # dataset folder
                  classes:list|None=None, # expected class names (default: the folder names)
+                 good_class:str|None=None, # the no-defect class (default: `good_class_of`'s pick; "" for none)
                  max_side:int=MAX_SIDE,
                  progress:bool=True,
                 ) -> DatasetScan:
@@ -469,32 +498,33 @@ def scan_dataset(root, # dataset folder
     names = sorted(set(found[tops[0]])) if tops[0].is_dir() else []
     if classes is None: classes = names
     classes = list(classes)
+    good = good_class_of(classes, good_class)
+    if good_class is None and sum(map(_looks_good, classes)) > 1:
+        warns.append(f"{root}: classes {[c for c in classes if _looks_good(c)]} all look like the no-defect class; none chosen (set good_class)")
     for top in tops:
         for c in set(found[top]) - set(classes): errors.append(f"{top / c}: class folder not among the classes {classes}")
         for c in set(classes) - set(found[top]): (errors if top == tops[0] else warns).append(f"{top / c}: missing class folder")
         loose = [p for p in top.iterdir() if p.is_file() and not p.name.startswith(".")] if top.is_dir() else []
         if loose: warns.append(f"{top}: {len(loose)} file(s) outside any class folder, ignored")
-    items, by_class = [], {}
+    items = []
     files = [(top, c, f) for top in tops for c in classes if (top / c).is_dir() for f in _visible_files(top / c)]
     for top, c, f in tqdm(files, desc=f"check {root.name}", disable=not progress, mininterval=1):
         rel = f.relative_to(root).as_posix()
         try: _, mode = read_image(f, max_side, name=str(f))
         except ImageError as e: warns.append(f"skipped {e}"); continue
         if mode not in ("RGB", "L"): warns.append(f"{f}: {mode} image converted to 8-bit RGB")
-        split = top.name if layout == "split" else None
+        split = top.name if layout == "split" else _hash_split(rel)
         items.append({"path": rel, "label": classes.index(c), "split": split, "sha256": sha256_file(f), "mode": mode})
-        by_class.setdefault(c, []).append(items[-1])
-    if layout == "flat":  # stratified 70/15/15 by a stable hash of the relative path
-        for c, its in by_class.items():
-            its.sort(key=lambda i: _hash_fraction(i["path"]))
-            for j, it in enumerate(its): it["split"] = _split_of(j, len(its))
     for c in classes:
         n = {s: sum(i["label"] == classes.index(c) and i["split"] == s for i in items) for s in SPLITS}
         if n["train"] == 0: errors.append(f"{root}: class {c!r} has no usable training images")
         elif min(n.values()) == 0: warns.append(f"{root}: class {c!r} has no images in {[s for s in SPLITS if n[s] == 0]}")
     if len(classes) < 2: errors.append(f"{root}: needs at least 2 class folders, found {classes}")
+    for s in SPLITS[1:]:
+        if items and not any(i["split"] == s for i in items):
+            errors.append(f"{root}: no usable {s} images at all ({len(items)} images; add images, or use the train/val/test layout)")
     items.sort(key=lambda i: i["path"])
-    return DatasetScan(root, layout, classes, items, errors, warns)
+    return DatasetScan(root, layout, classes, items, errors, warns, good)
 
 # %% ../nbs/00_data.ipynb #e871e67f
 class DatasetError(ValueError):
@@ -505,10 +535,13 @@ ELPV_CLASSES = {"elpv2": ["Good", "Defective"], "elpv4": ["Good", "Defective_33"
 
 
 def elpv_scan(task:str="elpv2", # elpv2 | elpv4
-              seed:int=0, val:float=0.15, progress:bool=True) -> DatasetScan:
+              seed:int=0, val:float=0.15, progress:bool=True,
+              good_class:str|None=None, # the no-defect class (default: Good, the functional cells)
+             ) -> DatasetScan:
     "The ELPV cells as a `DatasetScan`, split as in Deitsch et al. 2019."
     from sklearn.model_selection import train_test_split
     if task not in ELPV_CLASSES: raise ValueError(f"dataset={task!r}: ELPV tasks are {list(ELPV_CLASSES)}")
+    good = good_class_of(ELPV_CLASSES[task], good_class)
     try: import elpv_dataset
     except ImportError: raise DatasetError(f"dataset={task!r} needs the optional package elpv-dataset: pip install 'fabguard[elpv]'") from None
     root = Path(elpv_dataset.__file__).parent / "data"
@@ -527,12 +560,13 @@ def elpv_scan(task:str="elpv2", # elpv2 | elpv4
         except ImageError as e: warns.append(f"skipped {e}"); continue
         items.append({"path": str(paths[i]), "label": int(label[i]), "split": str(split[i]), "sha256": sha256_file(root / paths[i]),
                       "mode": mode, "group": str(types[i])})
-    return DatasetScan(root, task, list(ELPV_CLASSES[task]), items, [], warns)
+    return DatasetScan(root, task, list(ELPV_CLASSES[task]), items, [], warns, good)
 
 # %% ../nbs/00_data.ipynb #dcc5d352
 def prepare_dataset(dataset:str, # "synthetic", or a folder path
                     run_dir, # the run's working directory
                     per_class:int=300, size:int=128, seed:int=0, difficulty:float=0.3, imbalance:float=1.0,
+                    good_class:str|None=None, # the no-defect class (default: `good_class_of`'s pick; "" for none)
                     progress:bool=True) -> DatasetScan:
     "Resolve the `dataset` parameter (synthetic, elpv2, elpv4 or a folder) to a checked `DatasetScan`."
     run_dir = Path(run_dir)
@@ -543,13 +577,13 @@ def prepare_dataset(dataset:str, # "synthetic", or a folder path
         if not (m.exists() and json.loads(m.read_text())["params"] == params
                 and json.loads(m.read_text())["generator_version"] == GENERATOR_VERSION):
             synthesize(out, progress=progress, **params)
-        scan = scan_dataset(out, classes=list(CLASSES), progress=progress)
+        scan = scan_dataset(out, classes=list(CLASSES), good_class=good_class, progress=progress)
     elif dataset in ELPV_CLASSES:
-        scan = elpv_scan(dataset, seed=seed, progress=progress)
+        scan = elpv_scan(dataset, seed=seed, progress=progress, good_class=good_class)
     else:
         path = Path(dataset).expanduser()
         if not path.is_dir(): raise DatasetError(f"dataset={dataset!r}: not 'synthetic' and no such folder")
-        scan = scan_dataset(path, progress=progress)
+        scan = scan_dataset(path, good_class=good_class, progress=progress)
     if scan.errors: raise DatasetError(f"{scan.root}: unusable dataset: " + "; ".join(scan.errors))
     return scan
 
@@ -559,7 +593,8 @@ def load_scan(run_dir) -> DatasetScan:
     m = Path(run_dir) / "manifest.json"
     if not m.exists(): raise FileNotFoundError(f"{m}: no dataset manifest; run nbs/00_data.ipynb (or `fabguard study`) first")
     d = json.loads(m.read_text())
-    return DatasetScan(Path(d["root"]), d["layout"], d["classes"], d["items"], d["errors"], d["warnings"])
+    good = d["good_class"] if "good_class" in d else good_class_of(d["classes"])  # a manifest from before good_class
+    return DatasetScan(Path(d["root"]), d["layout"], d["classes"], d["items"], d["errors"], d["warnings"], good)
 
 # %% ../nbs/00_data.ipynb #d73545ff
 def load_tensors(scan:DatasetScan, # from `scan_dataset` / `prepare_dataset`

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tqdm.auto import tqdm
 
 import fabguard
-from .data import GOOD, IMAGENET_MEAN, IMAGENET_STD, ImageError, normalize, read_image, sha256_file
+from .data import GOOD, IMAGENET_MEAN, MB, IMAGENET_STD, ImageError, normalize, read_image, sha256_file
 
 # %% auto #0
 __all__ = ['DRIFT_FEATURES', 'Engine', 'PredictionLog', 'read_log', 'build_reference', 'load_reference', 'detect_drift',
@@ -51,7 +51,10 @@ class Engine:
         if missing: raise ValueError(f"{self.path}: model metadata lacks {', '.join(missing)} (export it with fabguard.quantize)")
         self.classes, self.img_size = list(json.loads(self.meta["classes"])), int(self.meta["img_size"])
         self.mean, self.std = _json_meta(self.meta, "mean", IMAGENET_MEAN), _json_meta(self.meta, "std", IMAGENET_STD)
-        self.good = self.meta.get("good_class", GOOD)
+        if "good_class" in self.meta: self.good_class = self.meta["good_class"] or None  # "": the data had no no-defect class
+        else: self.good_class = GOOD if GOOD in self.classes else None  # a file from before good_class was recorded
+        if self.good_class is not None and self.good_class not in self.classes:
+            raise ValueError(f"{self.path}: metadata good_class {self.good_class!r} is not one of its classes {self.classes}")
         self.variant = self.meta.get("variant", self.path.stem)
         self.input_name = self.session.get_inputs()[0].name
         self.sha256 = sha256_file(self.path)
@@ -78,7 +81,8 @@ class Engine:
         out = []
         for i, p in enumerate(probs):
             k = int(p.argmax())
-            r = {"class": self.classes[k], "confidence": float(p[k]), "defect_detected": self.classes[k] != self.good,
+            defect = None if self.good_class is None else self.classes[k] != self.good_class
+            r = {"class": self.classes[k], "confidence": float(p[k]), "defect_detected": defect,
                  "probabilities": dict(zip(self.classes, map(float, p))),
                  "latency_ms": share + (extra_ms[i] if extra_ms else 0.0), "model_sha256": self.sha256,
                  "intensity_mean": float(stats[i, 0]), "intensity_std": float(stats[i, 1])}
@@ -114,7 +118,7 @@ class Engine:
 # %% ../nbs/05_serve.ipynb #d4525c99
 _SCHEMA = """CREATE TABLE IF NOT EXISTS predictions (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, model_sha256 TEXT NOT NULL, file TEXT,
-  class TEXT NOT NULL, confidence REAL NOT NULL, defect INTEGER NOT NULL, latency_ms REAL NOT NULL,
+  class TEXT NOT NULL, confidence REAL NOT NULL, defect INTEGER, latency_ms REAL NOT NULL,
   intensity_mean REAL, intensity_std REAL)"""
 _COLUMNS = ("time", "model_sha256", "file", "class", "confidence", "defect", "latency_ms", "intensity_mean", "intensity_std")
 
@@ -128,12 +132,17 @@ class PredictionLog:
             self._con = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
             self._con.execute("PRAGMA journal_mode=WAL"); self._con.execute("PRAGMA synchronous=NORMAL")
             with self._con: self._con.execute(_SCHEMA)
+            if any(col[1] == "defect" and col[3] for col in self._con.execute("PRAGMA table_info(predictions)")):
+                self._con.executescript(  # an older log whose defect column refuses NULL: rebuilt once, every row kept
+                    f"BEGIN IMMEDIATE; ALTER TABLE predictions RENAME TO predictions_old; {_SCHEMA}; "
+                    "INSERT INTO predictions SELECT * FROM predictions_old; DROP TABLE predictions_old; COMMIT;")
         except sqlite3.DatabaseError as e: raise ValueError(f"{self.path}: cannot open the prediction log ({e})") from None
 
     def add(self, preds:list[dict]) -> int:
         "Append predictions (engine result dicts) in one transaction; returns the number of rows written."
         now = time.time()
-        rows = [(now, p["model_sha256"], p.get("file"), p["class"], p["confidence"], int(p["defect_detected"]),
+        rows = [(now, p["model_sha256"], p.get("file"), p["class"], p["confidence"],
+                 None if p["defect_detected"] is None else int(p["defect_detected"]),
                  p["latency_ms"], p.get("intensity_mean"), p.get("intensity_std")) for p in preds]
         with self._lock, self._con:
             self._con.executemany(f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
@@ -261,7 +270,7 @@ class UploadLimit:
         size = dict(scope["headers"]).get(b"content-length", b"")
         if size.isdigit() and int(size) > self.max_bytes:
             if self.on_refuse: self.on_refuse(scope)
-            msg = f"request body of {int(size) / 2**20:.2f} MB exceeds the upload limit of {self.max_bytes / 2**20:g} MB"
+            msg = f"request body of {int(size) / MB:.2f} MB exceeds the upload limit of {self.max_bytes / MB:g} MB"
             return await JSONResponse({"detail": msg}, status_code=413)(scope, receive, send)
         seen = 0
         async def counted():  # a body without Content-Length (chunked): stop reading once over the limit
@@ -276,7 +285,7 @@ class UploadLimit:
 def create_app(model, # a .onnx path or an `Engine`
                db=None, # SQLite prediction log (None: no log)
                metrics=None, # the study's metrics.json, for /model_info
-               max_upload_mb:float=20, # request body limit
+               max_upload_mb:float=20, # request body limit, in MB = 10^6 bytes
                max_files:int=64, # images per request
                threads:int|None=1, # ONNX Runtime intra-op threads when `model` is a path
               ):
@@ -287,7 +296,7 @@ def create_app(model, # a .onnx path or an `Engine`
     if study and "sha256" in study: study["sha256_matches"] = study["sha256"] == engine.sha256
     stats = ServiceStats()
     app = FastAPI(title="FabGuard", version=fabguard.__version__, description="Defect classification of fab and PCB micrographs.")
-    app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 2**20),
+    app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * MB),
                        on_refuse=lambda scope: scope["path"] == "/predict" and stats.record(413))
     app.state.engine, app.state.log, app.state.stats = engine, log, stats
 
@@ -332,7 +341,7 @@ def create_app(model, # a .onnx path or an `Engine`
     def model_info():
         return {"fabguard_version": fabguard.__version__, "variant": engine.variant, "arch": engine.meta.get("arch"),
                 "file": engine.path.name, "sha256": engine.sha256, "source_sha256": engine.meta.get("source_sha256"),
-                "classes": engine.classes, "img_size": engine.img_size, "mean": engine.mean, "std": engine.std, "study": study}
+                "classes": engine.classes, "good_class": engine.good_class, "img_size": engine.img_size, "mean": engine.mean, "std": engine.std, "study": study}
 
     @app.get("/metrics", summary="Requests, latency percentiles and class histogram since start")
     def metrics_(): return stats.snapshot()

@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/study.html.md"""
 
 # %% ../nbs/06_study.ipynb #eb87a545
 from __future__ import annotations
-import ast, configparser, hashlib, json, os, sys, time
+import ast, configparser, hashlib, json, os, time
 from pathlib import Path
 
 import papermill as pm
@@ -81,6 +81,7 @@ def render_html(nb_path, out_path):
 def run_study(profile:str="quick", # smoke | quick | full
               dataset:str="synthetic", # synthetic | elpv2 | elpv4 | a folder in the layout of DESIGN.md
               force:bool=False, # rerun steps whose inputs are unchanged
+              good_class:str|None=None, # the dataset's no-defect class (None: 00_data picks an obvious one, if any)
               root=None, # the checkout (default: found from the working directory)
               reports=None, # reports folder (default: <root>/reports)
               artifacts=None, # artifacts folder (default: <root>/artifacts)
@@ -104,7 +105,7 @@ def run_study(profile:str="quick", # smoke | quick | full
         src = root / "nbs" / f"{name}.ipynb"
         declared = pm.inspect_notebook(str(src))
         params = {k: v for k, v in base.items() if k in declared}
-        params.update(dataset=dataset_arg, profile=profile, run_dir=str(run_dir), report_dir=str(report_dir))
+        params.update(dataset=dataset_arg, profile=profile, run_dir=str(run_dir), report_dir=str(report_dir), good_class=good_class)
         params = {k: v for k, v in params.items() if k in declared}
         out = report_dir / "executed" / f"{name}.ipynb"
         stamp = previous = step_stamp(src, params, previous)

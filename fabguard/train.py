@@ -137,10 +137,14 @@ def library_versions() -> dict:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def make_meta(arch:str, classes, img_size:int, data_hash:str, mean=IMAGENET_MEAN, std=IMAGENET_STD, **extra) -> dict:
+def make_meta(arch:str, classes, img_size:int, data_hash:str, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+              good_class:str|None=None, # the no-defect class (`DatasetScan.good_class`); None: there is none
+              **extra) -> dict:
     "Checkpoint metadata before training (recipe, metrics and epoch are filled in by `fit`)."
-    return dict(arch=arch, classes=list(classes), img_size=int(img_size), mean=list(mean), std=list(std), recipe={},
-                metrics={}, versions=library_versions(), data_hash=data_hash, epoch=0, **extra)
+    if good_class is not None and good_class not in classes:
+        raise ValueError(f"good_class={good_class!r}: not one of the classes {list(classes)}")
+    return dict(arch=arch, classes=list(classes), img_size=int(img_size), mean=list(mean), std=list(std), good_class=good_class,
+                recipe={}, metrics={}, versions=library_versions(), data_hash=data_hash, epoch=0, **extra)
 
 
 def _atomic_save(obj, path:Path):

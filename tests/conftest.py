@@ -24,8 +24,8 @@ def fabguard_cmd(*args):
     return [str(BIN / "fabguard"), *map(str, args)]
 
 
-def make_test_model(path, img_size:int=64, classes=CLASSES, variant:str=VARIANT, int8:bool=False) -> Path:
-    "An untrained MobileNetV3-Small (BatchNorm set on synthetic images) exported as the contract says; INT8 via ORT static quantization."
+def make_test_model(path, img_size:int=64, classes=CLASSES, variant:str=VARIANT, int8:bool=False, props:dict|None=None) -> Path:
+    "An untrained MobileNetV3-Small (BatchNorm set on synthetic images) exported as the contract says; INT8 via ORT static quantization; `props` override metadata."
     import onnx, torchvision
     path = Path(path); torch.manual_seed(0)
     m = torchvision.models.mobilenet_v3_small(num_classes=len(classes))
@@ -49,6 +49,7 @@ def make_test_model(path, img_size:int=64, classes=CLASSES, variant:str=VARIANT,
     mp = onnx.load(str(path))
     meta = dict(classes=json.dumps(list(classes)), img_size=str(img_size), mean=json.dumps(IMAGENET_MEAN), std=json.dumps(IMAGENET_STD),
                 arch="mobilenet_v3_small", source_sha256="0" * 64, variant=variant, fabguard_version=fabguard.__version__)
+    meta.update(props or {})
     del mp.metadata_props[:]
     for k, v in meta.items(): mp.metadata_props.add(key=k, value=v)
     onnx.save(mp, str(path))

@@ -97,6 +97,37 @@ def test_bad_dataset_corpus(tmp_path):
     assert data["train"][0].shape == (12, 3, 16, 16)
 
 
+def test_flat_folder_without_val_or_test_images(tmp_path):
+    "A flat folder so small that the hash split leaves no validation image at all: one clear error, not a crash in 01."
+    from fabguard.data import _hash_split
+    lot = tmp_path / "lot"
+    for c in ("a", "b"):
+        (lot / c).mkdir(parents=True)
+        for name in [f"{i}.png" for i in range(200) if _hash_split(f"{c}/{i}.png") == "train"][:3]:
+            Image.new("RGB", (16, 16), (len(name), 0, 0)).save(lot / c / name)
+    scan = scan_dataset(lot, progress=False)
+    assert scan.counts()["train"] == {"a": 3, "b": 3}
+    assert any("no usable val images at all (6 images" in e for e in scan.errors)
+    with pytest.raises(DatasetError, match="no usable test images at all"): prepare_dataset(str(lot), tmp_path / "run")
+
+
+def test_good_class(tmp_path, capsys):
+    "No class that means 'no defect': none, and a report that says so; a --good-class that is no class: one line, exit 2."
+    from fabguard.cli import main
+    lot = tmp_path / "lot"
+    for c in ("crack", "stain"):
+        (lot / c).mkdir(parents=True)
+        for i in range(12): Image.new("RGB", (16, 16), (i * 20, len(c), 0)).save(lot / c / f"{i}.png")
+    scan = scan_dataset(lot, progress=False)
+    assert scan.good_class is None and "no-defect class: none" in scan.report()
+    assert scan_dataset(lot, good_class="stain", progress=False).manifest()["good_class"] == "stain"
+    assert main(["data", "check", str(lot), "--good-class", "stain"]) == 0 and "no-defect class: stain" in capsys.readouterr().out
+    assert main(["data", "check", str(lot), "--good-class", "Good"]) == 2
+    err = capsys.readouterr().err
+    assert err == "fabguard: error: good_class='Good': not one of the classes ['crack', 'stain']\n"
+    with pytest.raises(ValueError, match="good_class='Good'"): prepare_dataset(str(lot), tmp_path / "run", good_class="Good")
+
+
 def test_cli_bad_parameters(tmp_path):
     r = subprocess.run(fabguard_cmd("data", "synth", "--out", tmp_path / "x", "--difficulty", 3), capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "fabguard: error: difficulty=3.0 must be within 0..1"

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import nbformat, papermill as pm, pytest
+from PIL import Image
 
 from fabguard.study import RUNNER_KEYS, load_profile, run_study, StudyError
 
@@ -26,6 +27,7 @@ def test_parameters_cells_match_smoke():
             used.add(k)
             if k in smoke: assert ast.literal_eval(v) == smoke[k], f"{nb.name}: {k}={v} but [smoke] has {smoke[k]!r}"
     assert set(smoke) <= used, f"settings keys no notebook uses: {set(smoke) - used}"
+    assert not set(RUNNER_KEYS) & {k for s in cp.sections() for k in cp[s]}, "the runner's keys are set by no profile"
     for prof in ("quick", "full"):  # every profile sets every parameter
         assert used - set(RUNNER_KEYS) <= set(load_profile(prof, ROOT / "settings.ini")), prof
 
@@ -64,3 +66,16 @@ def test_study_runner_skips_and_names_failures(tmp_path):
     with pytest.raises(StudyError, match=r"99_bad.ipynb failed in cell 2 \(ZeroDivisionError"):
         run_study("smoke", "synthetic", root=fake, notebooks=("99_bad",), log=lines.append)
     assert (fake / "reports" / "synthetic" / "executed" / "99_bad.ipynb").exists()
+
+
+def test_runner_passes_good_class(tmp_path):
+    "`fabguard study --good-class NAME` reaches 00_data, which records it in the manifest; a name that is no class stops 00."
+    lot = tmp_path / "lot"
+    for c in ("a", "b"):
+        (lot / c).mkdir(parents=True)
+        for i in range(12): Image.new("RGB", (16, 16), (i * 20, 0, 0)).save(lot / c / f"{i}.png")
+    kw = dict(root=ROOT, reports=tmp_path / "rep", artifacts=tmp_path / "art", notebooks=("00_data",), log=lambda s: None)
+    run_study("smoke", str(lot), good_class="b", **kw)
+    assert json.loads((tmp_path / "art" / "lot-smoke" / "manifest.json").read_text())["good_class"] == "b"
+    with pytest.raises(StudyError, match=r"00_data.ipynb failed in cell \d+ \(ValueError: good_class='nope': not one of the classes"):
+        run_study("smoke", str(lot), good_class="nope", **kw)

@@ -1,7 +1,7 @@
 "Bad inputs of 03 (clear one-line errors) and the parity check catching a different model."
 import pytest, torch
 from fabguard.quantize import ImageCalibrationReader, ParityError, QuantizeError, check_parity, export_onnx, load_onnx, ort_session
-from fabguard.train import CheckpointError, build_model, load_checkpoint, make_meta, save_checkpoint
+from fabguard.train import CheckpointError, build_model, load_checkpoint, make_meta, predict_logits, save_checkpoint
 
 META = make_meta("mobilenet_v3_small", ["a", "b", "c"], 32, "0" * 64)
 
@@ -52,7 +52,24 @@ def test_too_few_calibration_images():
 def test_parity_passes_and_catches_a_different_model(exported):
     d, m, p = exported
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    r = check_parity(m, p, x, META); assert r["max_abs_diff"] <= 1e-4 and r["top1_agreement"] == 1
+    r = check_parity(m, p, x, META); assert r["max_abs_diff"] <= 1e-4 and r["top1_agreement"] == 1 and r["failed"] == 0
+    assert r["tolerance"]["rtol"] == 1e-3 and r["tolerance"]["atol"] == 1e-4 and r["near_tie_flips"] == 0
     m2, _ = load_checkpoint(d / "m.pt")
     with torch.no_grad(): m2.classifier[-1].bias += 0.01  # a small, deliberate difference
     with pytest.raises(ParityError, match="ONNX Runtime disagrees with PyTorch"): check_parity(m2, p, x, META)
+
+
+def test_parity_on_logits_in_the_tens(tmp_path):
+    "Logits the size a trained model gives: the tolerance grows with them, and a change beyond rounding is still caught."
+    torch.manual_seed(0); m = build_model("mobilenet_v3_small", 3).eval()
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        m.classifier[-1].bias.zero_(); m.classifier[-1].weight *= 30 / predict_logits(m, x, META["mean"], META["std"]).abs().max()
+    big = predict_logits(m, x, META["mean"], META["std"]).abs().max().item()
+    p = export_onnx(m, META, tmp_path / "big.onnx", "student")
+    r = check_parity(m, p, x, META)
+    assert 10 < big < 100 and r["failed"] == 0 and r["n"] == 40
+    assert r["tolerance"]["max"] > 1e-3 * 10 and r["max_diff_over_tolerance"] < 1
+    with torch.no_grad(): m.classifier[-1].bias += 0.02 * big  # 2% of the logits' size: no rounding error
+    with pytest.raises(ParityError, match="big.onnx: ONNX Runtime disagrees with PyTorch on 40 of 40 images") as e: check_parity(m, p, x, META)
+    one_line(e)

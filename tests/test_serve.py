@@ -67,7 +67,7 @@ BAD = {  # kind: (request kwargs, status, text in the error)
     "not an image": (dict(files={"files": ("notes.txt", b"hello, I am text" * 10, "text/plain")}), 415, "notes.txt: not an image"),
     "truncated": (dict(files={"files": ("half.png", PNG[: len(PNG) // 2], "image/png")}), 400, "half.png: corrupt or truncated"),
     "gif": (dict(files={"files": ("x.gif", _gif(), "image/gif")}), 415, "x.gif: unsupported format GIF"),
-    "too large upload": (dict(files={"files": ("big.png", os.urandom(int(MAX_MB * 2**20) + 50_000), "image/png")}), 413, "upload limit of 0.25 MB"),
+    "too large upload": (dict(files={"files": ("big.png", os.urandom(int(MAX_MB * 1e6) + 10_000), "image/png")}), 413, "upload limit of 0.25 MB"),
     "too large chunked upload": (dict(content=iter([b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
                                                     b'Content-Type: image/png\r\n\r\n'] + [os.urandom(2**16)] * 8 + [b"\r\n--xyz--\r\n"]),
                                       headers={"content-type": "multipart/form-data; boundary=xyz"}), 413, "upload limit of 0.25 MB"),
@@ -185,3 +185,22 @@ def test_int8_model(tmp_path):
     e = Engine(make_test_model(tmp_path / "student_int8.onnx", int8=True, variant="student_int8"))
     r = e.predict(PNG)
     assert e.variant == "student_int8" and r["class"] in e.classes and abs(sum(r["probabilities"].values()) - 1) < 1e-6
+
+
+def test_model_without_a_no_defect_class(tmp_path, capsys):
+    "A model whose classes include none meaning 'no defect': defect_detected is null over HTTP, NULL in the log, '-' in predict."
+    from conftest import make_test_model
+    from fabguard.serve import Engine, read_log
+    path = make_test_model(tmp_path / "own.onnx", props={"classes": json.dumps([f"kind_{i}" for i in range(12)]), "good_class": ""})
+    e = Engine(path); db = tmp_path / "p.sqlite"
+    assert e.good_class is None
+    with background_server(create_app(e, db=db)) as url:
+        r = httpx.post(f"{url}/predict", files=[("files", (f"{i}.png", encode(a), "image/png")) for i, a in enumerate(draw(40, 3))])
+        info = httpx.get(f"{url}/model_info").json()
+    assert r.status_code == 200 and '"defect_detected":null' in r.text.replace(" ", "") and info["good_class"] is None
+    assert read_log(db)["defect"] == [None] * 3
+    (tmp_path / "one.png").write_bytes(PNG)
+    assert main(["predict", str(tmp_path / "one.png"), "--model", str(path)]) == 0
+    assert capsys.readouterr().out.rstrip("\n").split("\t")[-1] == "-"
+    assert main(["predict", str(tmp_path / "one.png"), "--model", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["defect_detected"] is None

@@ -3,8 +3,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from fabguard.serve import Engine
 from fabguard.study import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,3 +27,14 @@ def test_study_on_own_folder(tmp_path):
     assert "student_int8" in (rep / "REPORT.md").read_text() and (rep / "REPORT.html").exists()
     assert sorted(p.name for p in (rep / "executed").glob("*.ipynb")) == [f"{n}.ipynb" for n in
                                                                           ("00_data", "01_teacher", "02_distill", "03_quantize", "03a_prune", "04_benchmark")]
+    # the no-defect class: `clean`, picked by its name, from the manifest through the checkpoints into every ONNX file
+    run = tmp_path / "artifacts" / "lot-smoke"
+    assert json.loads((run / "manifest.json").read_text())["good_class"] == "clean" and m["data"]["good_class"] == "clean"
+    for ck in ("teacher.pt", "student.pt", "student_pruned.pt"):
+        assert torch.load(run / ck, weights_only=True)["meta"]["good_class"] == "clean", ck
+    images = sorted(p for p in (tmp_path / "lot").rglob("*") if p.is_file())
+    for f in ("teacher.onnx", "student.onnx", "student_int8.onnx"):
+        e = Engine(run / f, threads=1)
+        preds = list(e.predict_many(images))
+        assert e.good_class == "clean" and len(preds) == 36 and not any("error" in p for p in preds), f
+        assert [p["defect_detected"] for p in preds] == [p["class"] != "clean" for p in preds], f
