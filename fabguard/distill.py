@@ -16,8 +16,8 @@ from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment
 from .train import CELoss, compute_metrics, fit, get_recipe, n_params, predict_logits, recipe_model, seed_everything
 
 # %% auto #0
-__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'macro_f1', 'paired_difference', 'count_flops',
-           'compare', 'plot_comparison']
+__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'macro_f1', 'paired_difference', 'distill_findings',
+           'count_flops', 'compare', 'plot_comparison']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -102,6 +102,31 @@ def paired_difference(y, preds_a:list, preds_b:list, # per seed: predicted label
                    method="percentile", random_state=seed).confidence_interval
     return {"mean": float(stat(np.arange(len(y)))), "ci_low": float(ci.low), "ci_high": float(ci.high), "level": level,
             "n_images": int(len(y)), "n_seeds": int(len(A))}
+
+
+# %% ../nbs/02_distill.ipynb #cf0ba6e6
+def distill_findings(s:dict) -> list[str]:
+    "Sentences that read the distillation result from its numbers (`s`: the study's `distill_metrics.json`)."
+    kd, sc, d, t = s["seeds"]["student_kd"], s["seeds"]["student_scratch"], s["paired_difference"], s["teacher_test_macro_f1"]
+    n, pct = len(kd["macro_f1"]), int(round(d["level"] * 100))
+    out = [f"Over {n} seed{'s' if n > 1 else ''}, the distilled student scored {kd['mean']:.3f} test macro-F1 (std {kd['std']:.3f}) and the "
+           f"student trained without the teacher {sc['mean']:.3f} (std {sc['std']:.3f}); the teacher scored {t:.3f}."]
+    verdict = ("distillation helped: the interval lies above zero" if d["ci_low"] > 0 else
+               "distillation hurt: the interval lies below zero" if d["ci_high"] < 0 else
+               "these test images cannot tell the two apart: the interval contains zero")
+    out.append(f"Distilled minus scratch: {d['mean']:+.3f} macro-F1, paired bootstrap {pct}% interval {d['ci_low']:+.3f} to "
+               f"{d['ci_high']:+.3f} over {d['n_images']} test images; {verdict}.")
+    gap = t - kd["mean"]
+    out.append(f"The distilled student is {abs(gap):.3f} {'below' if gap >= 0 else 'above'} the teacher "
+               f"({'within' if gap <= 0.02 else 'not within'} the 2-point goal).")
+    deltas = sorted(s["per_class_delta"].items(), key=lambda kv: kv[1])
+    gains = [f"{c} ({v:+.3f})" for c, v in deltas[::-1] if v > 0.005][:3]; losses = [f"{c} ({v:+.3f})" for c, v in deltas if v < -0.005][:3]
+    out.append("Per class (F1, distilled minus scratch, mean over seeds): " + (f"largest gains {', '.join(gains)}" if gains else "no class gained")
+               + "; " + (f"largest losses {', '.join(losses)}." if losses else "no class lost."))
+    a = s["agreement_with_teacher"]
+    out.append(f"Top-1 agreement with the teacher: distilled {a['student_kd']:.3f}, scratch {a['student_scratch']:.3f}. The teacher's "
+               f"soft targets at T = {s['T']:g} carry {s['soft_target_entropy']:.2f} of the maximum entropy (0: one-hot, 1: uniform).")
+    return out
 
 
 # %% ../nbs/02_distill.ipynb #4803320f
