@@ -30,11 +30,11 @@ recipes: install
 
 # the service under load on loopback (30 s), with the study's INT8 student; figures go to the README
 loadtest: install
-	$(BIN)/python scripts/loadtest.py --model artifacts/$(DATASET)-$(PROFILE)/student_int8.onnx --out reports/$(DATASET)/loadtest.json
+	$(BIN)/python scripts/loadtest.py --model artifacts/$(DATASET)-$(PROFILE)/student_int8.onnx --out reports/$(DATASET)/$(PROFILE)/loadtest.json
 	$(MAKE) --no-print-directory readme
 
 test: install
-	$(BIN)/nbdev-test --n-workers 0 --timing
+	$(BIN)/nbdev-test --timing
 	$(BIN)/python -m pytest -q
 
 # fails when fabguard/ is not what nbdev-export makes of the notebooks, a notebook is not clean, or pyflakes

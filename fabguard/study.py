@@ -95,7 +95,7 @@ def run_study(profile:str="quick", # smoke | quick | full
     key = _dataset_key(dataset)
     dataset_arg = dataset if dataset in ("synthetic", "elpv2", "elpv4") else str(Path(dataset).expanduser().resolve())
     run_dir = Path(artifacts or root / "artifacts").resolve() / f"{key}-{profile}"
-    report_dir = Path(reports or root / "reports").resolve() / key
+    report_dir = Path(reports or root / "reports").resolve() / key / profile  # one folder per profile: nothing overwrites another
     (report_dir / "executed").mkdir(parents=True, exist_ok=True); run_dir.mkdir(parents=True, exist_ok=True)
     stamps_path = run_dir / "study_stamps.json"
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}

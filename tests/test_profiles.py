@@ -65,7 +65,7 @@ def test_study_runner_skips_and_names_failures(tmp_path):
     nbformat.write(nb, fake / "nbs" / "99_bad.ipynb")
     with pytest.raises(StudyError, match=r"99_bad.ipynb failed in cell 2 \(ZeroDivisionError"):
         run_study("smoke", "synthetic", root=fake, notebooks=("99_bad",), log=lines.append)
-    assert (fake / "reports" / "synthetic" / "executed" / "99_bad.ipynb").exists()
+    assert (fake / "reports" / "synthetic" / "smoke" / "executed" / "99_bad.ipynb").exists()
 
 
 def test_runner_passes_good_class(tmp_path):

@@ -20,7 +20,7 @@ def test_study_on_own_folder(tmp_path):
             a = rng.integers(0, 60, (40, 40, 3)).astype(np.uint8); a[10:30, 5 + 10 * ci:15 + 10 * ci] = 220  # a class-specific mark
             Image.fromarray(a).save(tmp_path / "lot" / c / f"{i}.{'jpg' if i % 2 else 'png'}")
     rep = run_study("smoke", str(tmp_path / "lot"), root=ROOT, reports=tmp_path / "reports", artifacts=tmp_path / "artifacts", log=lambda s: None)
-    assert rep == tmp_path / "reports" / "lot"
+    assert rep == tmp_path / "reports" / "lot" / "smoke"
     m = json.loads((rep / "metrics.json").read_text())
     assert m["dataset"].endswith("lot") and set(m["models"]) >= {"teacher_onnx", "student_int8", "student_pruned_torch"}
     assert list(m["models"]["student_int8"]["per_class"]) == ["clean", "scratch", "stain"]  # classes from the folders
@@ -38,3 +38,19 @@ def test_study_on_own_folder(tmp_path):
         preds = list(e.predict_many(images))
         assert e.good_class == "clean" and len(preds) == 36 and not any("error" in p for p in preds), f
         assert [p["defect_detected"] for p in preds] == [p["class"] != "clean" for p in preds], f
+
+
+def test_smoke_study_synthetic(tmp_path):
+    "The default path end to end (smoke profile): every study cell that nbdev-test skips runs here, in order."
+    rep = run_study("smoke", "synthetic", root=ROOT, reports=tmp_path / "reports", artifacts=tmp_path / "artifacts", log=lambda s: None)
+    assert rep == tmp_path / "reports" / "synthetic" / "smoke"
+    m = json.loads((rep / "metrics.json").read_text())
+    assert set(m["models"]) >= {"teacher_torch", "teacher_onnx", "student_onnx", "student_int8", "student_scratch_torch", "student_pruned_torch"}
+    st = m["steps"]
+    assert st["teacher"]["recipe"]["name"] == "budget" and "0.8" in st["teacher"]["seconds_to"]
+    assert st["distill"]["findings"] and st["distill"]["paired_difference"]["n_seeds"] == 1
+    assert set(st["time_to_accuracy"]) == {"teacher", "student_kd", "student_scratch"} and "pruning" in st
+    run = tmp_path / "artifacts" / "synthetic-smoke"
+    pipe = json.loads((run / "data_metrics.json").read_text())["pipeline"]
+    assert pipe["batched_augment_ips"] > 0 and pipe["per_image_v2_ips"] > 0
+    assert "## Time to accuracy" in (rep / "REPORT.md").read_text()
