@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #3aba9d2e
 from __future__ import annotations
-import hashlib, json, math, os, time, warnings
+import concurrent.futures, contextlib, hashlib, json, math, os, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -330,6 +330,14 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def _synth_one(job) -> dict:
+    "Draw, save and hash one image of `synthesize` (a process-pool task)."
+    out, seed, size, difficulty, ci, c, i, n = job
+    rel = Path(_split_of(i, n)) / c / f"{c.lower()}_{i:05d}.png"
+    Image.fromarray(synth_image(c, np.random.default_rng([seed, ci, i]), size, difficulty)).save(out / rel, compress_level=6)
+    return {"path": rel.as_posix(), "label": c, "split": rel.parts[0], "sha256": sha256_file(out / rel)}
+
+
 def synthesize(out, # output folder
                per_class:int=300, # images per defect class
                size:int=128, # side in pixels
@@ -337,6 +345,7 @@ def synthesize(out, # output folder
                difficulty:float=0.3, # spread of defect size and contrast, 0..1
                imbalance:float=1.0, # Good is this many times as common as each defect class
                progress:bool=True,
+               workers:int=1, # processes drawing images (each image has its own generator: the files do not depend on it)
               ) -> Path: # the folder written
     "Write the synthetic fab-defect dataset as `train/val/test/<Class>/*.png` plus `manifest.json`."
     for name, val, lo in (("per_class", per_class, 3), ("size", size, 32)):
@@ -346,12 +355,12 @@ def synthesize(out, # output folder
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     jobs = [(ci, c, i, n) for ci, c in enumerate(CLASSES)
             for n in [round(per_class * imbalance) if c == GOOD else per_class] for i in range(n)]
-    files = []
-    for ci, c, i, n in tqdm(jobs, desc="synthesize", disable=not progress, mininterval=1):
-        rel = Path(_split_of(i, n)) / c / f"{c.lower()}_{i:05d}.png"
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(synth_image(c, np.random.default_rng([seed, ci, i]), size, difficulty)).save(out / rel, compress_level=6)
-        files.append({"path": rel.as_posix(), "label": c, "split": rel.parts[0], "sha256": sha256_file(out / rel)})
+    for sp in SPLITS:
+        for c in CLASSES: (out / sp / c).mkdir(parents=True, exist_ok=True)
+    work = [(out, seed, size, difficulty, *j) for j in jobs]
+    with concurrent.futures.ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        done = pool.map(_synth_one, work, chunksize=64) if pool else map(_synth_one, work)
+        files = list(tqdm(done, total=len(work), desc="synthesize", disable=not progress, mininterval=1))
     counts = {sp: {c: sum(f["split"] == sp and f["label"] == c for f in files) for c in CLASSES} for sp in SPLITS}
     write_json(out / "manifest.json", {"generator": "fabguard.synthetic", "generator_version": GENERATOR_VERSION,
         "params": dict(per_class=per_class, size=size, seed=seed, difficulty=difficulty, imbalance=imbalance),
@@ -576,7 +585,7 @@ def prepare_dataset(dataset:str, # "synthetic", or a folder path
         m = out / "manifest.json"
         if not (m.exists() and json.loads(m.read_text())["params"] == params
                 and json.loads(m.read_text())["generator_version"] == GENERATOR_VERSION):
-            synthesize(out, progress=progress, **params)
+            synthesize(out, progress=progress, workers=os.cpu_count() or 1, **params)
         scan = scan_dataset(out, classes=list(CLASSES), good_class=good_class, progress=progress)
     elif dataset in ELPV_CLASSES:
         scan = elpv_scan(dataset, seed=seed, progress=progress, good_class=good_class)
