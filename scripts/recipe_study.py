@@ -16,14 +16,13 @@ OUT = ROOT / "reports" / "synthetic" / "recipe_study"
 DATA = dict(per_class=800, size=128, seed=0, difficulty=0.3, imbalance=3.0)  # the quick profile's data
 # name -> (base recipe, recipe overrides, run settings); every run is 8 epochs over the same 7,840 training images
 VARIANTS = {
-    "seed recipe, batch 32": ("seed", {}, dict(bs=32)),
+    "seed recipe, batch 16": ("seed", {}, dict(bs=16)),
     "budget, batch 64": ("budget", {}, dict(bs=64)),
     "budget, batch 32": ("budget", {}, dict(bs=32)),
     "budget, batch 16": ("budget", {}, dict(bs=16)),
+    "budget, batch 8": ("budget", {}, dict(bs=8)),
     "budget, batch 32, peak lr 4e-3": ("budget", {"lr": 4e-3}, dict(bs=32)),
-    "budget, batch 32, no zero-init residuals": ("budget", {"zero_init_residual": False}, dict(bs=32)),
-    "budget, batch 32, 48 px": ("budget", {}, dict(bs=32, size=48)),
-    "budget, batch 32, light augmentation": ("budget", {}, dict(bs=32, aug="light")),
+    "budget, batch 16, no zero-init residuals": ("budget", {"zero_init_residual": False}, dict(bs=16)),
     "budget, batch 64, 200 images per class, 30 epochs": ("budget", {}, dict(bs=64, per_class=200, epochs=30)),
 }
 
