@@ -20,8 +20,8 @@ from .train import time_to_reach
 
 # %% auto #0
 __all__ = ['INTERESTING_FLAGS', 'TORCH_VARIANTS', 'ONNX_VARIANTS', 'PAPER_ELPV', 'machine_info', 'Variant', 'load_variants',
-           'accuracy_ci', 'benchmark', 'plot_pareto', 'plot_confusions', 'plot_reliability', 'speedups',
-           'headline_table', 'paper_comparison', 'study_steps', 'write_report']
+           'accuracy_ci', 'benchmark', 'plot_pareto', 'speedups', 'headline_table', 'paper_comparison', 'study_steps',
+           'answers', 'write_report']
 
 # %% ../nbs/04_benchmark.ipynb #12c05dc3
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -144,30 +144,6 @@ def plot_pareto(models:dict, key:str="b1_t1"):
     ax.grid(alpha=0.3, which="both"); ax.legend(); ax.set_title("Accuracy versus latency"); fig.tight_layout()
     return fig
 
-
-def plot_confusions(models:dict, classes:list, names=None):
-    "Row-normalized confusion matrices side by side."
-    import matplotlib.pyplot as plt
-    names = names or list(models); n = len(names)
-    fig, axs = plt.subplots(1, n, figsize=(4.2 * n, 4.4), squeeze=False)
-    for ax, name in zip(axs[0], names):
-        cm = np.asarray(models[name]["confusion"], float); cm = cm / cm.sum(1, keepdims=True).clip(min=1)
-        ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
-        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=6); ax.set_yticks(range(len(classes)), classes, fontsize=6)
-        ax.set_title(f"{name}\nmacro-F1 {models[name]['macro_f1']:.3f}", fontsize=9); ax.set_xlabel("predicted", fontsize=7)
-    axs[0][0].set_ylabel("true"); fig.tight_layout(); return fig
-
-
-def plot_reliability(curves:dict):
-    "Reliability diagrams (from `train.reliability`): accuracy against confidence per variant; the diagonal is perfect calibration."
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.plot([0, 1], [0, 1], "k:", lw=1)
-    for i, (n, r) in enumerate(curves.items()):
-        k = np.asarray(r["count"]) > 0
-        ax.plot(np.asarray(r["confidence"])[k], np.asarray(r["accuracy"])[k], "o-", color=f"C{i}", ms=3, label=f"{n} (ECE {r['ece']:.3f})")
-    ax.set_xlabel("confidence"); ax.set_ylabel("accuracy"); ax.set_title("Reliability"); ax.legend(fontsize=7); fig.tight_layout()
-    return fig
 
 # %% ../nbs/04_benchmark.ipynb #51f43d65
 def _fmt(v, nd=3): return "-" if v is None else f"{v:,.{nd}f}" if isinstance(v, float) else f"{v:,}"
@@ -292,8 +268,38 @@ def _steps_md(st:dict) -> list:
                   f"sparsity {pr['sparsity']:.1%}; validation macro-F1 {pr['val_dense']['macro_f1']:.3f} dense, "
                   f"{pr['val_pruned_before_ft']['macro_f1']:.3f} right after pruning, {pr['val_pruned']['macro_f1']:.3f} after fine-tuning; "
                   f"gzip'd state dict {pr['gzip_mb_dense']:.2f} MB dense, {pr['gzip_mb_pruned']:.2f} MB pruned. "
-                  "Dense kernels do the same work on zeros, so latency does not drop (see the variants table); only the compressed size does."]
+                  f"PyTorch at batch 1, 1 thread: dense {pr['latency_ms']['dense']['p50']:.2f} ms, pruned {pr['latency_ms']['pruned']['p50']:.2f} ms "
+                  f"p50 ({pr['latency_ms']['dense']['p50'] / pr['latency_ms']['pruned']['p50']:.2f}x)."]
     return lines
+
+
+def answers(metrics:dict) -> list[str]:
+    "The study's answers in sentences, written from `metrics.json`'s numbers (what REPORT.md opens with)."
+    m, st, out = metrics["models"], metrics.get("steps", {}), []
+    p50 = lambda n: m[n]["latency_ms"]["b1_t1"]["p50"]
+    if "teacher_torch" in m:
+        t = st.get("teacher", {}); rec = t.get("recipe", {}).get("name", "?")
+        out.append(f"**Teacher.** EfficientNet-B0 ({'ImageNet weights' if t.get('pretrained') else 'from scratch'}, recipe `{rec}`, "
+                   f"{t.get('train_seconds', 0):.0f} s of training) scores {m['teacher_torch']['macro_f1']:.3f} test macro-F1 "
+                   f"({m['teacher_torch']['accuracy']:.1%} accuracy).")
+    if {"teacher_torch", "student_torch"} <= set(m):
+        s_, t_ = m["student_torch"], m["teacher_torch"]
+        out.append(f"**Student.** The distilled MobileNetV3-Small scores {s_['macro_f1']:.3f} ({s_['macro_f1'] - t_['macro_f1']:+.3f} against "
+                   f"the teacher) with {t_['params'] / s_['params']:.1f}x fewer parameters and {t_['flops'] / s_['flops']:.1f}x fewer FLOPs.")
+    if "distill" in st and st["distill"].get("findings"):
+        out.append("**Distillation.** " + st["distill"]["findings"][1])
+    if {"student_int8", "student_onnx", "teacher_onnx"} <= set(m):
+        i8, fp = m["student_int8"], m["student_onnx"]
+        out.append(f"**INT8.** The shipped `student_int8.onnx` is {i8['file_mb']:.2f} MB ({fp['file_mb'] / i8['file_mb']:.1f}x smaller than the "
+                   f"FP32 student's {fp['file_mb']:.2f} MB), runs at {p50('student_onnx') / p50('student_int8'):.2f}x the FP32 student's speed and "
+                   f"{p50('teacher_onnx') / p50('student_int8'):.1f}x the FP32 teacher's (ONNX Runtime, p50, batch 1, 1 thread), and scores "
+                   f"{i8['macro_f1'] - fp['macro_f1']:+.3f} macro-F1 against the FP32 student.")
+    if metrics.get("dataset") in ("elpv2", "elpv4") and "student_int8" in m:
+        ref, (lo, hi) = max(PAPER_ELPV.values()), m["student_int8"]["accuracy_ci95"]
+        where = "above" if lo > ref else "below" if hi < ref else "statistically level with"
+        out.append(f"**Against the paper.** The INT8 student's accuracy {m['student_int8']['accuracy']:.2%} (95% CI {lo:.2%}-{hi:.2%}) is "
+                   f"{where} Deitsch et al.'s fine-tuned VGG-19 ({ref:.2%}).")
+    return out
 
 
 def write_report(metrics:dict, report_dir) -> Path:
@@ -304,7 +310,8 @@ def write_report(metrics:dict, report_dir) -> Path:
     sp = metrics.get("speedups", {})
     lines = [f"# FabGuard report: {metrics['dataset']} ({metrics['profile']} profile)", "",
              f"Generated {metrics['created']} by `fabguard study --dataset {metrics['dataset']} --profile {metrics['profile']}`. "
-             f"Every number below comes from `metrics.json`, measured in that run.", "",
+             f"Every number below comes from `metrics.json`, measured in that run.", "", "## The answers", ""]
+    lines += [f"- {a}" for a in answers(metrics)] + ["",
              "## Variants", "", headline_table(metrics), "",
              "Latency: ONNX Runtime or PyTorch on the CPU, batch 1, p50/p99 over "
              f"{metrics['bench']['runs']} timed runs after {metrics['bench']['warmup']} warm-up runs, all variants interleaved; "

@@ -356,26 +356,35 @@ def plot_history(history:list, title:str=""):
     fig.suptitle(title); fig.tight_layout(); return fig
 
 
-def plot_confusion(confusion, classes, title:str=""):
-    "Confusion matrix normalized by row (recall per true class)."
+def plot_confusion(confusions:dict, # name -> confusion counts (rows: true class), as `compute_metrics` gives
+                   classes, title:str=""):
+    "Row-normalized confusion matrices (recall per true class), two panels per row, sized so every label reads."
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
-    cm = np.asarray(confusion, float); cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=ax, values_format=".2f", cmap="Blues", colorbar=False, xticks_rotation=45)
-    for t in ax.texts: t.set_fontsize(7)
-    ax.set_title(title); fig.tight_layout(); return fig
-
-
-def plot_reliability(y_true, logits:torch.Tensor, title:str="", n_bins:int=15):
-    "Reliability diagram: accuracy against confidence per bin, with the ECE."
-    import matplotlib.pyplot as plt
-    r = reliability(y_true, torch.softmax(logits.float(), 1).numpy(), n_bins); keep = r["count"] > 0
-    edges = np.linspace(0, 1, n_bins + 1); fig, ax = plt.subplots(figsize=(4.2, 4))
-    ax.bar(edges[:-1][keep], r["accuracy"][keep], width=1 / n_bins, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.set_xlabel("confidence"); ax.set_ylabel("accuracy"); ax.set_title(f"{title} ECE {r['ece']:.3f}"); ax.legend(fontsize=7)
+    n = len(confusions); cols = min(n, 2); rows = -(-n // cols); side = max(4.5, 0.5 * len(classes) + 1.8)
+    fig, axs = plt.subplots(rows, cols, figsize=(side * cols, side * rows * 0.95), squeeze=False)
+    for ax, (name, cm) in zip(axs.flat, confusions.items()):
+        cm = np.asarray(cm, float); cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=ax, values_format=".2f", cmap="Blues", colorbar=False, xticks_rotation=45)
+        for t in ax.texts: t.set_fontsize(8)
+        ax.set_title(name, fontsize=11); ax.tick_params(labelsize=9)
+    for ax in list(axs.flat)[n:]: ax.axis("off")
+    if title: fig.suptitle(title)
     fig.tight_layout(); return fig
+
+
+def plot_reliability(curves:dict, # name -> `reliability(...)` of a model on a split
+                     title:str="Reliability"):
+    "Reliability diagrams: accuracy against confidence per bin for every model; the diagonal is perfect calibration."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect calibration")
+    for i, (n, r) in enumerate(curves.items()):
+        k = np.asarray(r["count"]) > 0
+        ax.plot(np.asarray(r["confidence"])[k], np.asarray(r["accuracy"])[k], "o-", color=f"C{i}", ms=3, label=f"{n} (ECE {r['ece']:.3f})")
+    ax.set_xlabel("confidence"); ax.set_ylabel("accuracy"); ax.set_title(title); ax.legend(fontsize=7); fig.tight_layout()
+    return fig
+
 
 # %% ../nbs/01_teacher.ipynb #8301973d
 def time_to_reach(history:list, # `fit`'s history rows
