@@ -79,7 +79,7 @@ def render_html(nb_path, out_path):
 
 
 def run_study(profile:str="quick", # smoke | quick | full
-              dataset:str="synthetic", # synthetic | elpv2 | elpv4 | a folder in the layout of DESIGN.md
+              dataset:str="synthetic", # synthetic | elpv2 | elpv4 | a folder: train/val/test/<Class>/ or <Class>/ (see DESIGN.md at the repository root)
               force:bool=False, # rerun steps whose inputs are unchanged
               good_class:str|None=None, # the dataset's no-defect class (None: 00_data picks an obvious one, if any)
               root=None, # the checkout (default: found from the working directory)
