@@ -331,7 +331,7 @@ def write_report(metrics:dict, report_dir) -> Path:
         lines += ["## Data", "", f"{d['n_images']} images, {len(classes)} classes, dataset hash `{d['hash'][:16]}`; "
                   f"train/val/test: {d['split_sizes']['train']}/{d['split_sizes']['val']}/{d['split_sizes']['test']}"
                   + (f"; no-defect class: {d['good_class'] or 'none (defect_detected is null)'}" if "good_class" in d else "") + ".", "",
-                  "![Samples](figures/samples.png)", ""]
+                  "![Samples](figures/samples.jpg)", ""]
     lines += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cores']} cores); flags: {', '.join(env['cpu_flags']) or 'none recorded'}",
               f"- Threads: {env['threads']} (latency measured at 1 and 2)",
               "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), "",

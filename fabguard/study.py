@@ -74,7 +74,7 @@ def _dataset_key(dataset:str) -> str:
 def render_html(nb_path, out_path):
     "Render an executed notebook to a standalone HTML page."
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter().from_filename(str(nb_path))
+    body, _ = HTMLExporter(template_name="basic").from_filename(str(nb_path))  # cells and outputs, without the 400 kB stylesheet
     Path(out_path).write_text(body, encoding="utf-8")
 
 
