@@ -21,15 +21,27 @@ import fabguard
 from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment, Batches, normalize
 
 # %% auto #0
-__all__ = ['ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE', 'RECIPES', 'SCHEDULES', 'MODEL_KNOBS', 'pretrained_path',
-           'build_model', 'n_params', 'pick_device', 'predict_logits', 'reliability', 'compute_metrics',
-           'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint', 'load_checkpoint', 'get_recipe',
-           'recipe_model', 'seed_everything', 'CELoss', 'precise_bn', 'fit', 'plot_history', 'plot_confusion',
-           'plot_reliability', 'time_to_reach', 'plot_time_to_accuracy']
+__all__ = ['ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE', 'RECIPES', 'SCHEDULES', 'MODEL_KNOBS',
+           'mobilenet_v3_small_minimal', 'pretrained_path', 'build_model', 'n_params', 'pick_device', 'predict_logits',
+           'reliability', 'compute_metrics', 'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint',
+           'load_checkpoint', 'get_recipe', 'recipe_model', 'seed_everything', 'CELoss', 'precise_bn', 'fit',
+           'plot_history', 'plot_confusion', 'plot_reliability', 'time_to_reach', 'plot_time_to_accuracy']
 
 # %% ../nbs/01_teacher.ipynb #e6c8982a
+def mobilenet_v3_small_minimal(num_classes:int=1000, **kw) -> nn.Module:
+    "MobileNetV3-Small 'minimalistic' (TensorFlow model garden): no squeeze-excitation, ReLU for hard-swish, 3x3 kernels only."
+    cfg, last_channel = torchvision.models.mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small")
+    for b in cfg: b.kernel, b.use_se, b.use_hs = 3, False, False
+    model = torchvision.models.MobileNetV3(cfg, last_channel, num_classes=num_classes, **kw)
+    for parent in list(model.modules()):  # the stem, the last conv and the head use hard-swish outside the blocks
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Hardswish): setattr(parent, name, nn.ReLU(inplace=True))
+    return model
+
+
 ARCHS = {"efficientnet_b0": (torchvision.models.efficientnet_b0, torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1),
-         "mobilenet_v3_small": (torchvision.models.mobilenet_v3_small, torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1)}
+         "mobilenet_v3_small": (torchvision.models.mobilenet_v3_small, torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
+         "mobilenet_v3_small_minimal": (lambda weights=None, **kw: mobilenet_v3_small_minimal(**kw), None)}  # no ImageNet weights published
 
 
 def _arch(arch):
@@ -39,10 +51,12 @@ def _arch(arch):
 
 def pretrained_path(arch:str) -> Path:
     "Where `build_model(pretrained=True)` looks for ImageNet weights: torchvision's file name in the torch hub cache."
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_arch(arch)[1].url).name
+    weights = _arch(arch)[1]
+    if weights is None: raise ValueError(f"arch={arch!r}: torchvision publishes no ImageNet weights for it; use pretrained=False")
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
-def build_model(arch:str, # "efficientnet_b0" | "mobilenet_v3_small"
+def build_model(arch:str, # "efficientnet_b0" | "mobilenet_v3_small" | "mobilenet_v3_small_minimal"
                 n_classes:int,
                 pretrained:bool=False, # ImageNet weights from the local torch hub cache; never downloaded
                 dropout:float|None=None, # before the last Linear layer (None: the seed's 0.3 for EfficientNet, torchvision's 0.2 for MobileNet)
