@@ -299,6 +299,10 @@ def answers(metrics:dict) -> list[str]:
         where = "above" if lo > ref else "below" if hi < ref else "statistically level with"
         out.append(f"**Against the paper.** The INT8 student's accuracy {m['student_int8']['accuracy']:.2%} (95% CI {lo:.2%}-{hi:.2%}) is "
                    f"{where} Deitsch et al.'s fine-tuned VGG-19 ({ref:.2%}).")
+    if metrics.get("study_seconds"):
+        t = metrics["study_seconds"]
+        out.append(f"**Time.** On this machine ({metrics['env']['cores']} cores) the notebooks before this benchmark took {sum(t.values()):.0f} s: "
+                   + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "04_benchmark") + ".")
     return out
 
 

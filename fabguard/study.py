@@ -101,6 +101,8 @@ def run_study(profile:str="quick", # smoke | quick | full
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
     previous = folder_fingerprint(dataset_arg) if Path(dataset_arg).is_dir() else dataset_arg
     t_all = time.perf_counter()
+    times_path = report_dir / "study_times.json"  # seconds per notebook, written after each step (04 reports 00..03a)
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for i, name in enumerate(notebooks, 1):
         src = root / "nbs" / f"{name}.ipynb"
         declared = pm.inspect_notebook(str(src))
@@ -128,6 +130,7 @@ def run_study(profile:str="quick", # smoke | quick | full
                 else: os.environ[k] = v
         render_html(out, out.with_suffix(".html"))
         stamps[name] = stamp; stamps_path.write_text(json.dumps(stamps, indent=1))
-        log(f"[{i}/{len(notebooks)}] {name} done in {time.perf_counter() - t0:.0f} s")
+        times[name] = round(time.perf_counter() - t0, 1); times_path.write_text(json.dumps(times, indent=1))
+        log(f"[{i}/{len(notebooks)}] {name} done in {times[name]:.0f} s")
     log(f"study {key}/{profile} finished in {time.perf_counter() - t_all:.0f} s: {report_dir}")
     return report_dir
