@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from .data import MB, sha256_file
+from .images import MB, sha256_file
 from .distill import count_flops
 from .quantize import latency, ort_session
 from .train import time_to_reach

@@ -17,7 +17,8 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 
 import fabguard
-from .data import MB, normalize, sha256_file, write_json
+from .data import normalize, write_json
+from .images import MB, sha256_file
 from .train import predict_logits
 
 # %% auto #0

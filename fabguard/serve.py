@@ -24,7 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tqdm.auto import tqdm
 
 import fabguard
-from .data import GOOD, IMAGENET_MEAN, MB, IMAGENET_STD, ImageError, normalize, read_image, sha256_file
+from .data import GOOD, IMAGENET_MEAN, IMAGENET_STD, normalize
+from .images import MB, ImageError, read_image, sha256_file
 
 # %% auto #0
 __all__ = ['DRIFT_FEATURES', 'Engine', 'PredictionLog', 'read_log', 'build_reference', 'load_reference', 'detect_drift',
