@@ -1,5 +1,5 @@
 # Two commands: `make study` (regenerate the report) and `make test` (nbdev-test + pytest).
-# Both create .venv on first use and install the project with its dependencies.
+# Both create .venv on first use and install the project with the study's dependencies (the `study` extra).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +14,7 @@ $(BIN)/activate:
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/python -m pip install --upgrade pip
 	# torch and torchvision together from the registry, so pip picks a matching pair
-	$(BIN)/python -m pip install -e ".[dev,elpv]"
+	$(BIN)/python -m pip install -e ".[study,dev,elpv]"
 	$(BIN)/python -c "import torch, torchvision, onnxruntime; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'onnxruntime', onnxruntime.__version__)"
 	touch $@
 

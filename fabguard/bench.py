@@ -13,10 +13,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from .data import MB, sha256_file
+from .data import normalize
 from .distill import count_flops
-from .quantize import latency, ort_session
-from .train import time_to_reach
+from .images import MB, sha256_file
+from .runtime import latency, ort_logits, ort_session, runner
+from .train import predict_logits, time_to_reach
 
 # %% auto #0
 __all__ = ['INTERESTING_FLAGS', 'TORCH_VARIANTS', 'ONNX_VARIANTS', 'PAPER_ELPV', 'machine_info', 'Variant', 'load_variants',
@@ -44,28 +45,32 @@ def machine_info() -> dict:
 
 # %% ../nbs/04_benchmark.ipynb #e7b0125d
 class Variant:
-    "A model to benchmark: logits from a normalized batch at a given thread count, plus its size facts."
-    def __init__(self, name, path, kind, model=None, params=None, flops=None):
+    "A model to benchmark: logits from a uint8 batch at a given thread count, plus its size facts."
+    def __init__(self, name, path, kind, # "torch" | "onnx"
+                 model=None, params=None, flops=None,
+                 mean=None, std=None, # a PyTorch model's normalization (an ONNX graph holds its own)
+                ):
         self.name, self.path, self.kind, self.model, self.params, self.flops = name, Path(path), kind, model, params, flops
-        self._sessions = {}
+        self.mean, self.std, self._sessions = mean, std, {}
 
     def session(self, threads:int):
         if threads not in self._sessions: self._sessions[threads] = ort_session(self.path, threads)
         return self._sessions[threads]
 
     def runner(self, x:np.ndarray, threads:int):
-        "A no-argument callable computing the logits of `x` (float32, normalized) at `threads` threads."
-        if self.kind == "onnx":
-            sess = self.session(threads)
-            return lambda: sess.run(None, {"input": x})[0]
+        "A no-argument callable computing the logits of `x` (uint8 N x 3 x S x S) at `threads` threads, normalization included."
+        if self.kind == "onnx": return runner(self.session(threads), x)
         xt = torch.from_numpy(x)
         def run():
             torch.set_num_threads(threads)
-            with torch.inference_mode(): return self.model(xt).numpy()
+            with torch.inference_mode(): return self.model(normalize(xt, self.mean, self.std)).numpy()
         return run
 
     def logits(self, x:np.ndarray, threads:int=2, batch_size:int=64) -> np.ndarray:
-        return np.concatenate([self.runner(x[i:i + batch_size], threads)() for i in range(0, len(x), batch_size)])
+        "Logits of the uint8 images `x`, `batch_size` at a time."
+        if self.kind == "onnx": return ort_logits(self.session(threads), x, batch_size)
+        torch.set_num_threads(threads)
+        return predict_logits(self.model, torch.from_numpy(x), self.mean, self.std, batch_size).numpy()
 
     @property
     def file_mb(self) -> float: return self.path.stat().st_size / MB
@@ -85,7 +90,8 @@ def load_variants(run_dir, img_size:int) -> dict:
         if not (run_dir / f).exists(): raise FileNotFoundError(f"{run_dir / f}: missing; run notebooks 01-03 first")
         model, meta = load_checkpoint(run_dir / f)
         model.eval()
-        out[name] = Variant(name, run_dir / f, "torch", model, sum(p.numel() for p in model.parameters()), count_flops(model, img_size))
+        out[name] = Variant(name, run_dir / f, "torch", model, sum(p.numel() for p in model.parameters()), count_flops(model, img_size),
+                            meta["mean"], meta["std"])
     for name, (f, src) in ONNX_VARIANTS.items():
         if not (run_dir / f).exists(): raise FileNotFoundError(f"{run_dir / f}: missing; run notebook 03 first")
         out[name] = Variant(name, run_dir / f, "onnx", params=out[src].params, flops=out[src].flops)
@@ -101,7 +107,7 @@ def accuracy_ci(y_true, y_pred, level:float=0.95, n_resamples:int=2000, seed:int
 
 # %% ../nbs/04_benchmark.ipynb #ffa7af6c
 def benchmark(variants:dict, # name -> Variant
-              x_test:np.ndarray, y_test:np.ndarray, # normalized float32 test images and labels
+              x_test:np.ndarray, y_test:np.ndarray, # uint8 test images N x 3 x S x S and labels
               classes:list,
               runs:int=1000, warmup:int=50, threads=(1, 2), batch:int=32,
               groups:np.ndarray|None=None, # a group per test image (e.g. ELPV module type): metrics per group too

@@ -77,6 +77,9 @@ def _drift(a):
     return 1 if any(r["drift"] for r in res) else 0
 
 
+_EXTRA = {"data": "study", "study": "study", "predict": "serve", "serve": "serve", "drift": "serve"}  # the extra each command needs
+
+
 def build_parser() -> argparse.ArgumentParser:
     "The `fabguard` argument parser, one subcommand per tool."
     p = argparse.ArgumentParser(prog="fabguard", description="FabGuard: defect classification study for fab and PCB inspection.")
@@ -133,6 +136,11 @@ def main(argv=None) -> int:
     "Entry point of the `fabguard` console script."
     a = build_parser().parse_args(argv)
     try: rc = a.func(a)
+    except ModuleNotFoundError as e:  # an optional dependency not installed: say which extra brings it
+        if not e.name or e.name.split(".")[0] == "fabguard": raise
+        extra = _EXTRA[a.command]
+        print(f"fabguard: error: `fabguard {a.command}` needs {e.name}, which the {extra} extra installs: pip install 'fabguard[{extra}]'",
+              file=sys.stderr); return 2
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # user mistakes: one line, no traceback
         print(f"fabguard: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #3aba9d2e
 from __future__ import annotations
-import concurrent.futures, contextlib, hashlib, json, math, os, time, warnings
+import concurrent.futures, contextlib, hashlib, json, math, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +17,14 @@ from PIL import Image, ImageDraw, ImageFilter
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from .images import MAX_SIDE, ImageError, read_image, sha256_file
+
 # %% auto #0
-__all__ = ['CLASSES', 'GOOD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'GENERATOR_VERSION', 'MB', 'ACCEPTED_FORMATS',
-           'MAX_SIDE', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'synth_image', 'show_grid', 'sha256_file',
-           'write_json', 'synthesize', 'ImageError', 'read_image', 'good_class_of', 'DatasetScan', 'scan_dataset',
-           'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan', 'load_tensors', 'Augment', 'seed_augment_v2',
-           'normalize', 'balanced_sampler', 'Batches', 'pipeline_throughput', 'plot_class_counts', 'plot_samples',
-           'plot_intensity']
+__all__ = ['CLASSES', 'GOOD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'GENERATOR_VERSION', 'GOOD_NAMES', 'ELPV_CLASSES',
+           'SEED_AUGMENT', 'synth_image', 'show_grid', 'write_json', 'synthesize', 'good_class_of', 'DatasetScan',
+           'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan', 'load_tensors', 'Augment',
+           'seed_augment_v2', 'normalize', 'balanced_sampler', 'Batches', 'pipeline_throughput', 'plot_class_counts',
+           'plot_samples', 'plot_intensity']
 
 # %% ../nbs/00_data.ipynb #772e49c8
 CLASSES = ("Bridge", "Crack", "Delamination", "Gap", "Good", "Open",
@@ -33,7 +34,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = "1.1"
-MB = 10**6  # bytes in a megabyte: every size FabGuard reports is in MB = 10^6 bytes
 
 # %% ../nbs/00_data.ipynb #3ab99a9f
 def _smooth_noise(rng, size, cells):
@@ -308,14 +308,6 @@ def show_grid(images, titles=None, ncols=12, scale=1.3, title=None):
     return fig
 
 # %% ../nbs/00_data.ipynb #81936ee3
-def sha256_file(path) -> str:
-    "Hex sha256 of a file's bytes."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
-
 def _split_of(i, n, val=0.15, test=0.15):
     "Split of item i of n by position: train first, then val, then test (at least one each once n >= 3)."
     if n < 3: return "train"
@@ -366,51 +358,6 @@ def synthesize(out, # output folder
         "params": dict(per_class=per_class, size=size, seed=seed, difficulty=difficulty, imbalance=imbalance),
         "classes": list(CLASSES), "counts": counts, "files": files})
     return out
-
-# %% ../nbs/00_data.ipynb #75975313
-ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP")
-_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP"}
-MAX_SIDE = 4096
-
-class ImageError(ValueError):
-    "An image that cannot be used, with the reason."
-
-
-def read_image(src, # a path, or the raw bytes of an upload
-               max_side:int=MAX_SIDE,
-               name:str|None=None, # how to name the image in errors
-              ) -> tuple[np.ndarray, str]: # (H x W x 3 uint8, original mode)
-    "Decode an image by content into 8-bit RGB, or raise `ImageError` with a one-line reason."
-    import io
-    name = name or (str(src) if not isinstance(src, (bytes, bytearray)) else "upload")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
-            if img.format not in ACCEPTED_FORMATS:
-                raise ImageError(f"{name}: unsupported format {img.format} (accepted: {', '.join(ACCEPTED_FORMATS)})")
-            w, h = img.size
-            if max(w, h) > max_side: raise ImageError(f"{name}: {w}x{h} px exceeds the limit of {max_side} px per side")
-            if min(w, h) < 8: raise ImageError(f"{name}: {w}x{h} px is too small (at least 8 px per side)")
-            img.load()
-    except ImageError: raise
-    except FileNotFoundError: raise ImageError(f"{name}: no such file") from None
-    except Image.UnidentifiedImageError:
-        head = bytes(src[:8]) if isinstance(src, (bytes, bytearray)) else open(src, "rb").read(8)
-        fmt = next((f for sig, f in _SIGNATURES.items() if head.startswith(sig)), None)
-        if fmt: raise ImageError(f"{name}: corrupt or truncated image ({fmt} header, unreadable content)") from None
-        raise ImageError(f"{name}: not an image (content is no JPEG, PNG or BMP)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning): raise ImageError(f"{name}: too many pixels (decompression bomb?)") from None
-    except (OSError, SyntaxError, ValueError) as e: raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16/32-bit grayscale: scale to 8 bits
-        a = np.asarray(img, np.float64)
-        a = (a / (65535 if a.max() > 255 or mode.startswith("I;16") else 255) * 255).round().clip(0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, 2), mode
-    if mode == "P": img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):  # composite over black: no transparency in micrographs
-        bg = Image.new("RGB", img.size); bg.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1]); img = bg
-    return np.asarray(img.convert("RGB")), mode
 
 # %% ../nbs/00_data.ipynb #b7d0f3e2
 GOOD_NAMES = ("good", "ok", "normal", "pass", "clean", "no_defect", "defect_free", "non_defective")

@@ -6,25 +6,25 @@ Docs: https://github.com/fabguard/fabguard/quantize.html.md"""
 
 # %% ../nbs/03_quantize.ipynb #697b9e71
 from __future__ import annotations
-import collections, json, os, tempfile, time, warnings
+import collections, json, os, time, warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 
 import fabguard
-from .data import MB, normalize, sha256_file, write_json
+from .data import GOOD, normalize, write_json
+from .images import MB, sha256_file
+from .runtime import INPUT, OUTPUT, ort_logits, ort_session
 from .train import predict_logits
 
 # %% auto #0
-__all__ = ['QTYPES', 'QuantizeError', 'ParityError', 'set_metadata', 'onnx_metadata', 'load_onnx', 'export_onnx', 'ort_session',
-           'ort_logits', 'compare_logits', 'check_parity', 'ImageCalibrationReader', 'sensitive_nodes', 'quantize_int8',
-           'variant_name', 'quant_configs', 'latency', 'ort_runner', 'profile_by_op', 'flip_matrix', 'plot_flips',
-           'artifacts_manifest']
+__all__ = ['QTYPES', 'QuantizeError', 'ParityError', 'set_metadata', 'onnx_metadata', 'load_onnx', 'export_onnx',
+           'compare_logits', 'check_parity', 'ImageCalibrationReader', 'sensitive_nodes', 'quantize_int8',
+           'variant_name', 'quant_configs', 'flip_matrix', 'plot_flips', 'artifacts_manifest']
 
 # %% ../nbs/03_quantize.ipynb #d5e341a2
 class QuantizeError(ValueError):
@@ -36,10 +36,11 @@ class ParityError(AssertionError):
 # %% ../nbs/03_quantize.ipynb #ec14c907
 def set_metadata(proto:onnx.ModelProto, meta:dict, variant:str, source_sha256:str) -> onnx.ModelProto:
     "Write the contract's `metadata_props` (all strings) into `proto`."
-    props = {"classes": json.dumps(list(meta["classes"])), "img_size": str(int(meta["img_size"])),
+    good = meta["good_class"] if "good_class" in meta else GOOD if GOOD in meta["classes"] else None  # older checkpoints: Good, if any
+    props = {"classes": json.dumps(list(meta["classes"])), "img_size": str(int(meta["img_size"])), "input_format": "uint8_nchw",
              "mean": json.dumps(list(meta["mean"])), "std": json.dumps(list(meta["std"])), "arch": meta["arch"],
+             "good_class": good or "",  # "": no no-defect class
              "source_sha256": source_sha256, "variant": variant, "fabguard_version": fabguard.__version__}
-    if "good_class" in meta: props["good_class"] = meta["good_class"] or ""  # "": no no-defect class
     onnx.helper.set_model_props(proto, props)
     return proto
 
@@ -67,50 +68,36 @@ def load_onnx(path, check:bool=True) -> onnx.ModelProto:
     return proto
 
 
+class _Normalized(torch.nn.Module):
+    "`model` behind its input normalization: uint8 N x 3 x S x S in, logits out."
+    def __init__(self, model:torch.nn.Module, mean, std):
+        super().__init__(); self.model, self.mean, self.std = model, tuple(mean), tuple(std)
+    def forward(self, x): return self.model(normalize(x, self.mean, self.std))
+
+
 def export_onnx(model:torch.nn.Module, meta:dict, path, # where to write the .onnx
                 variant:str, # e.g. "student", "teacher"
                 source_sha256:str="", # sha256 of the checkpoint the model came from
                 opset:int=17, dynamo:bool=False) -> Path:
-    "Export `model` to ONNX: input 'input' [N,3,S,S], output 'logits', dynamic batch, self-describing metadata."
+    "Export `model` with its normalization to ONNX: input 'input' uint8 [N,3,S,S], output 'logits', dynamic batch, self-describing metadata."
     if opset < 17: raise QuantizeError(f"opset={opset}: the contract needs opset 17 or newer")
-    path = Path(path); s = int(meta["img_size"]); x = torch.zeros(1, 3, s, s)
+    path = Path(path); s = int(meta["img_size"]); x = torch.zeros(1, 3, s, s, dtype=torch.uint8)
+    net = _Normalized(model.eval(), meta["mean"], meta["std"]).eval()
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if dynamo:
-            torch.onnx.export(model.eval(), (x,), tmp, input_names=["input"], output_names=["logits"], opset_version=opset,
+            torch.onnx.export(net, (x,), tmp, input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
                               dynamo=True, external_data=False, dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
         else:
-            torch.onnx.export(model.eval(), (x,), tmp, input_names=["input"], output_names=["logits"], opset_version=opset,
-                              dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(net, (x,), tmp, input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
+                              dynamo=False, dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
     proto = set_metadata(onnx.load(tmp), meta, variant, source_sha256)
     onnx.checker.check_model(proto)
     onnx.save(proto, tmp); os.replace(tmp, path)
     return path
 
 # %% ../nbs/03_quantize.ipynb #4853f265
-def ort_session(path, threads:int=1, # intra-op threads (1 = the latency condition)
-                profile_prefix=None, # set to enable ORT's profiler, writing `<prefix>_<date>.json`
-               ) -> ort.InferenceSession:
-    "A CPU ONNX Runtime session with fixed threads; a corrupted file is a one-line `QuantizeError`."
-    path = Path(path)
-    if not path.is_file(): raise QuantizeError(f"{path}: no such ONNX file")
-    so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL; so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle sessions must not spin on the shared cores
-    if profile_prefix: so.enable_profiling = True; so.profile_file_prefix = str(profile_prefix)
-    try: return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise QuantizeError(f"{path}: not a valid ONNX model (truncated or corrupted?): {str(e).splitlines()[0][:200]}") from None
-
-
-def ort_logits(sess, x:torch.Tensor, # uint8 images N x 3 x S x S
-               mean, std, batch_size:int=64) -> np.ndarray:
-    "Logits of an ORT session over uint8 images, normalized as for the PyTorch model."
-    return np.concatenate([sess.run(["logits"], {"input": normalize(x[i:i + batch_size], mean, std).numpy()})[0]
-                           for i in range(0, len(x), batch_size)])
-
-
 def compare_logits(a:np.ndarray, # reference logits N x C (PyTorch)
                    b:np.ndarray, # logits of the same images from the other runtime
                    rtol:float=1e-3, # allowed difference, relative to each image's largest |logit|
@@ -133,10 +120,10 @@ def compare_logits(a:np.ndarray, # reference logits N x C (PyTorch)
 def check_parity(model, onnx_path, x:torch.Tensor, # uint8 images of the split
                  meta:dict, rtol:float=1e-3, atol:float=1e-4, # the tolerance of `compare_logits`
                  batch_size:int=64) -> dict:
-    "PyTorch vs ONNX Runtime FP32 on the same tensors, by `compare_logits`; any image out of tolerance is a `ParityError`."
+    "PyTorch (normalizing with `data.normalize`) vs ONNX Runtime FP32 (normalizing in its graph) on the same uint8 images; any image out of tolerance is a `ParityError`."
     if not len(x): raise QuantizeError(f"{onnx_path}: no images to check parity on (empty split)")
     a = predict_logits(model, x, meta["mean"], meta["std"], batch_size).numpy()
-    b = ort_logits(ort_session(onnx_path, threads=os.cpu_count()), x, meta["mean"], meta["std"], batch_size)
+    b = ort_logits(ort_session(onnx_path, threads=os.cpu_count()), x.numpy(), batch_size)
     r = compare_logits(a, b, rtol, atol)
     if r["failed"]:
         raise ParityError(f"{onnx_path}: ONNX Runtime disagrees with PyTorch on {r['failed']} of {r['n']} images: max |logit diff| "
@@ -146,23 +133,23 @@ def check_parity(model, onnx_path, x:torch.Tensor, # uint8 images of the split
 
 # %% ../nbs/03_quantize.ipynb #05f90ab1
 class ImageCalibrationReader(CalibrationDataReader):
-    "Batches of normalized training images for ORT's calibrators."
-    def __init__(self, x:torch.Tensor, # uint8 training images
-                 mean, std, n:int=128, # images to use
+    "Batches of uint8 training images for ORT's calibrators (the graph normalizes them itself)."
+    def __init__(self, x:torch.Tensor, # uint8 training images N x 3 x S x S
+                 n:int=128, # images to use
                  min_images:int=16, # fewer is an error
                  batch_size:int=8, seed:int=0):
         if len(x) < max(min_images, 1) or n < min_images:
             raise QuantizeError(f"calibration needs at least {min_images} images: got {min(len(x), n)} "
                                 f"(n={n}, {len(x)} training images available)")
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-        self.x, self.mean, self.std, self.bs = x[idx], mean, std, batch_size
+        self.x, self.bs = x[idx].numpy(), batch_size
         self.rewind()
     def __len__(self): return len(self.x)
     def rewind(self): self._i = 0
     def get_next(self):
         if self._i >= len(self.x): return None
-        xb = normalize(self.x[self._i:self._i + self.bs], self.mean, self.std).numpy(); self._i += self.bs
-        return {"input": xb}
+        xb = self.x[self._i:self._i + self.bs]; self._i += self.bs
+        return {INPUT: xb}
 
 # %% ../nbs/03_quantize.ipynb #bfb597df
 def sensitive_nodes(proto:onnx.ModelProto, part:str) -> list:
@@ -171,8 +158,7 @@ def sensitive_nodes(proto:onnx.ModelProto, part:str) -> list:
     for n in nodes:
         for i in n.input: consumers[i].append(n)
     if part == "stem":
-        inp = proto.graph.input[0].name
-        return [n.name for n in nodes if n.op_type == "Conv" and inp in n.input][:1]
+        return [n.name for n in nodes if n.op_type == "Conv"][:1]  # the first convolution: nodes are in topological order
     if part == "hswish":
         hs = [n for n in nodes if n.op_type in ("HardSigmoid", "HardSwish")]
         return [n.name for n in hs] + [c.name for h in hs for c in consumers[h.output[0]] if c.op_type == "Mul"]
@@ -233,26 +219,6 @@ def quant_configs(grid:str="small") -> list:
     raise QuantizeError(f"quant_grid={grid!r}: not 'smoke', 'small' or 'full'")
 
 # %% ../nbs/03_quantize.ipynb #e1e3f8c5
-def latency(fns:dict, # name -> zero-argument callable (one batch-1 inference)
-            runs:int=1000, warmup:int=50) -> dict:
-    "Interleaved timing of several callables: name -> p50/p90/p99/mean in ms."
-    names = list(fns)
-    for _ in range(warmup):
-        for k in names: fns[k]()
-    t = {k: np.empty(runs) for k in names}
-    for r in range(runs):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter_ns(); fns[k](); t[k][r] = (time.perf_counter_ns() - t0) / 1e6
-    return {k: {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
-                "p99": float(np.percentile(v, 99)), "mean": float(v.mean())} for k, v in t.items()}
-
-
-def ort_runner(path, x1:np.ndarray, threads:int=1):
-    "A zero-argument batch-1 inference on a fresh ORT session."
-    s = ort_session(path, threads); feed = {"input": x1}
-    return lambda: s.run(None, feed)
-
-
 def _conv_kinds(*protos:onnx.ModelProto) -> dict:
     "Names under which ORT may report each Conv (its node, its output, a fused activation's output) -> 'stem' | 'depthwise' | 'se_fc' | 'pointwise'."
     out = {}
@@ -266,27 +232,6 @@ def _conv_kinds(*protos:onnx.ModelProto) -> dict:
             kind = "stem" if n.name in stem else "se_fc" if n.name in se else "depthwise" if group > 1 else "pointwise"
             acts = [c for c in consumers[n.output[0]] if c.op_type in ("Relu", "HardSwish", "HardSigmoid", "Clip")]
             for name in [n.name, n.output[0]] + [x for c in acts for x in (c.name, c.output[0])]: out[name] = kind
-    return out
-
-
-def profile_by_op(paths:dict, # name -> .onnx; profiled in interleaved runs, like `latency`
-                  x1:np.ndarray, runs:int=200, kinds:dict=None, # Conv name -> kind, to split conv time
-                  threads:int=1) -> dict:
-    "ORT profiler kernel time per run (us) and node count by operator type (convs split by `kinds`), per model."
-    with tempfile.TemporaryDirectory() as d:
-        ss = {k: ort_session(p, threads, profile_prefix=Path(d) / f"prof_{i}") for i, (k, p) in enumerate(paths.items())}
-        for _ in range(runs):
-            for s in ss.values(): s.run(None, {"input": x1})
-        events = {k: json.loads(Path(s.end_profiling()).read_text()) for k, s in ss.items()}
-    names = sorted(kinds or {}, key=len, reverse=True); out = {}
-    for k, evs in events.items():
-        agg = collections.defaultdict(lambda: [0.0, 0])
-        for e in evs:
-            if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"): continue
-            op = e["args"]["op_name"]
-            if "Conv" in op and names: op = f"{op}[{next((kinds[n] for n in names if e['name'].startswith(n)), 'other')}]"
-            agg[op][0] += e["dur"] / runs; agg[op][1] += 1
-        out[k] = {op: {"us": round(us, 1), "nodes": int(round(c / runs))} for op, (us, c) in sorted(agg.items(), key=lambda kv: -kv[1][0])}
     return out
 
 # %% ../nbs/03_quantize.ipynb #385699a1

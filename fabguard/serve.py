@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-import torch
 from PIL import Image
 from scipy.special import softmax
 from scipy.stats import ks_2samp
@@ -24,50 +22,44 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tqdm.auto import tqdm
 
 import fabguard
-from .data import GOOD, IMAGENET_MEAN, MB, IMAGENET_STD, ImageError, normalize, read_image, sha256_file
+from .images import MB, ImageError, read_image, sha256_file
+from .runtime import ort_logits, ort_session
 
 # %% auto #0
 __all__ = ['DRIFT_FEATURES', 'Engine', 'PredictionLog', 'read_log', 'build_reference', 'load_reference', 'detect_drift',
            'format_drift', 'ServiceStats', 'study_metrics', 'UploadLimit', 'create_app', 'background_server', 'serve']
 
 # %% ../nbs/05_serve.ipynb #0fced471
-def _json_meta(meta, key, default):
-    return tuple(json.loads(meta[key])) if key in meta else default
-
-
 class Engine:
-    "ONNX Runtime inference with the preprocessing and class names stored in the model's metadata."
+    "ONNX Runtime inference of a FabGuard .onnx: uint8 images in (its graph normalizes), class names from its metadata."
     def __init__(self, path, # a .onnx file (FP32 or INT8) exported by `03_quantize`
-                 threads:int|None=None, # intra-op threads (default: ONNX Runtime's choice, one per core)
+                 threads:int|None=None, # intra-op threads (None: ONNX Runtime's default, one per physical core)
                 ):
         self.path = Path(path)
-        if not self.path.is_file(): raise FileNotFoundError(f"{self.path}: no such model file")
-        opts = ort.SessionOptions()
-        if threads: opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        try: self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e: raise ValueError(f"{self.path}: not a usable ONNX model ({str(e).splitlines()[0]})") from None
+        self.session = ort_session(self.path, threads)  # the configuration 04 benchmarks
         self.meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        inp = self.session.get_inputs()[0]
+        if inp.type != "tensor(uint8)":
+            raise ValueError(f"{self.path}: takes {inp.type} input normalized outside the model (an export from before fabguard put "
+                             "the normalization in the graph); re-export it with this version of fabguard")
         missing = [k for k in ("classes", "img_size") if k not in self.meta]
         if missing: raise ValueError(f"{self.path}: model metadata lacks {', '.join(missing)} (export it with fabguard.quantize)")
         self.classes, self.img_size = list(json.loads(self.meta["classes"])), int(self.meta["img_size"])
-        self.mean, self.std = _json_meta(self.meta, "mean", IMAGENET_MEAN), _json_meta(self.meta, "std", IMAGENET_STD)
-        if "good_class" in self.meta: self.good_class = self.meta["good_class"] or None  # "": the data had no no-defect class
-        else: self.good_class = GOOD if GOOD in self.classes else None  # a file from before good_class was recorded
+        self.mean, self.std = (json.loads(self.meta[k]) if k in self.meta else None for k in ("mean", "std"))  # for information
+        self.good_class = self.meta.get("good_class") or None  # "" (or none recorded): the data had no no-defect class
         if self.good_class is not None and self.good_class not in self.classes:
             raise ValueError(f"{self.path}: metadata good_class {self.good_class!r} is not one of its classes {self.classes}")
         self.variant = self.meta.get("variant", self.path.stem)
-        self.input_name = self.session.get_inputs()[0].name
         self.sha256 = sha256_file(self.path)
 
     def __repr__(self): return f"Engine({self.path.name}: {self.variant}, {len(self.classes)} classes, {self.img_size} px, sha256 {self.sha256[:12]})"
 
     def preprocess(self, images:list) -> tuple[np.ndarray, np.ndarray]:
-        "HxWx3 uint8 images -> (normalized float32 N x 3 x S x S batch, N x 2 intensity mean/std)."
+        "HxWx3 uint8 images -> (uint8 N x 3 x S x S batch, resized as `data.load_tensors` does; N x 2 intensity mean/std)."
         s = self.img_size
         u8 = np.stack([a if a.shape[:2] == (s, s) else np.asarray(Image.fromarray(a).resize((s, s), Image.BILINEAR)) for a in images])
         gray = u8.mean(3, dtype=np.float32).reshape(len(u8), -1)
-        x = normalize(torch.from_numpy(u8).permute(0, 3, 1, 2), self.mean, self.std).numpy()
-        return x, np.stack([gray.mean(1), gray.std(1)], 1)
+        return np.ascontiguousarray(u8.transpose(0, 3, 1, 2)), np.stack([gray.mean(1), gray.std(1)], 1)
 
     def predict_arrays(self, images:list, # HxWx3 uint8 arrays (from `read_image`)
                        names:list|None=None, # file names to carry into the results
@@ -76,7 +68,7 @@ class Engine:
         "Predict a batch of decoded images: one result dict per image."
         t0 = time.perf_counter()
         x, stats = self.preprocess(images)
-        probs = softmax(self.session.run(None, {self.input_name: x})[0].astype(np.float64), axis=1)
+        probs = softmax(ort_logits(self.session, x, batch_size=len(x)).astype(np.float64), axis=1)
         share = (time.perf_counter() - t0) * 1000 / len(images)
         out = []
         for i, p in enumerate(probs):

@@ -1,5 +1,5 @@
-"Shared fixtures: a small real ONNX model with the team contract's metadata, sample images, a server on loopback."
-import io, json, os, sys, warnings
+"Shared fixtures: a small real ONNX model exported by fabguard's own exporter, sample images, a server on loopback."
+import io, json, sys
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-import fabguard
-from fabguard.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, normalize, synth_image
+from fabguard.data import CLASSES, GOOD, normalize, synth_image
 
 VARIANT = "student_fp32_test"
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,34 +24,29 @@ def fabguard_cmd(*args):
 
 
 def make_test_model(path, img_size:int=64, classes=CLASSES, variant:str=VARIANT, int8:bool=False, props:dict|None=None) -> Path:
-    "An untrained MobileNetV3-Small (BatchNorm set on synthetic images) exported as the contract says; INT8 via ORT static quantization; `props` override metadata."
+    "An untrained MobileNetV3-Small (BatchNorm set on synthetic images) exported by `quantize.export_onnx` (uint8 input); INT8 by `quantize.quantize_int8`; `props` override metadata."
     import onnx, torchvision
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from fabguard.quantize import ImageCalibrationReader, export_onnx, quantize_int8, set_metadata
+    from fabguard.train import make_meta
     path = Path(path); torch.manual_seed(0)
     m = torchvision.models.mobilenet_v3_small(num_classes=len(classes))
     for b in m.modules():
         if isinstance(b, torch.nn.BatchNorm2d): b.momentum = None; b.reset_running_stats()
-    xs = normalize(torch.stack([torch.from_numpy(synth_image(c, np.random.default_rng(10_000 + i), size=img_size)).permute(2, 0, 1)
-                                for i, c in enumerate(list(classes) * 2)]))
-    with torch.no_grad(): m.train()(xs)
+    x8 = torch.stack([torch.from_numpy(synth_image(c, np.random.default_rng(10_000 + i), size=img_size)).permute(2, 0, 1)
+                      for i, c in enumerate(list(classes) * 2)])
+    with torch.no_grad(): m.train()(normalize(x8))
     torch.nn.init.normal_(m.classifier[-1].weight, 0, 0.1); m.eval()
+    meta = make_meta("mobilenet_v3_small", list(classes), img_size, "0" * 64, good_class=GOOD if GOOD in classes else None)
     fp32 = path.with_name(path.stem + "-fp32.onnx") if int8 else path
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(m, (xs[:2],), str(fp32), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False)
+    export_onnx(m, meta, fp32, variant, "0" * 64)
     if int8:
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-        class Reader(CalibrationDataReader):
-            def __init__(self): self.it = iter([{"input": xs[i:i + 8].numpy()} for i in range(0, len(xs), 8)])
-            def get_next(self): return next(self.it, None)
-        quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
-    mp = onnx.load(str(path))
-    meta = dict(classes=json.dumps(list(classes)), img_size=str(img_size), mean=json.dumps(IMAGENET_MEAN), std=json.dumps(IMAGENET_STD),
-                arch="mobilenet_v3_small", source_sha256="0" * 64, variant=variant, fabguard_version=fabguard.__version__)
-    meta.update(props or {})
-    del mp.metadata_props[:]
-    for k, v in meta.items(): mp.metadata_props.add(key=k, value=v)
-    onnx.save(mp, str(path))
+        pre = path.with_name(path.stem + "-pre.onnx"); quant_pre_process(str(fp32), str(pre))
+        quantize_int8(pre, path, ImageCalibrationReader(x8, n=len(x8), min_images=1), fmt="QDQ", types="U8S8")
+        onnx.save(set_metadata(onnx.load(path), meta, variant, "0" * 64), path)
+    if props:
+        mp = onnx.load(path); d = {q.key: q.value for q in mp.metadata_props}; d.update(props)
+        onnx.helper.set_model_props(mp, d); onnx.save(mp, path)
     return path
 
 

@@ -1,6 +1,9 @@
 "Bad inputs of 03 (clear one-line errors) and the parity check catching a different model."
-import pytest, torch
-from fabguard.quantize import ImageCalibrationReader, ParityError, QuantizeError, check_parity, export_onnx, load_onnx, ort_session
+import numpy as np, onnx, pytest, torch
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from fabguard.quantize import (ImageCalibrationReader, ParityError, QuantizeError, check_parity, export_onnx, load_onnx, quant_configs,
+                               quantize_int8, sensitive_nodes, variant_name)
+from fabguard.runtime import ModelFileError, ort_logits, ort_session
 from fabguard.train import CheckpointError, build_model, load_checkpoint, make_meta, predict_logits, save_checkpoint
 
 META = make_meta("mobilenet_v3_small", ["a", "b", "c"], 32, "0" * 64)
@@ -20,15 +23,16 @@ def one_line(e): assert "\n" not in str(e.value) and str(e.value)
 @pytest.mark.parametrize("cut", [0.5, 0.05])
 def test_truncated_onnx(exported, cut):
     d, _, p = exported; bad = d / f"cut{cut}.onnx"; bad.write_bytes(p.read_bytes()[: int(p.stat().st_size * cut)])
-    for load in (load_onnx, ort_session):
-        with pytest.raises(QuantizeError, match="not a valid ONNX model") as e: load(bad)
+    for load, err in ((load_onnx, QuantizeError), (ort_session, ModelFileError)):
+        with pytest.raises(err, match="not a valid ONNX model") as e: load(bad)
         one_line(e); assert str(bad) in str(e.value)
 
 
 def test_garbage_and_missing_onnx(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(QuantizeError, match="not a valid ONNX model"): ort_session(tmp_path / "x.onnx")
+    with pytest.raises(ModelFileError, match="not a valid ONNX model"): ort_session(tmp_path / "x.onnx")
     with pytest.raises(QuantizeError, match="no such ONNX file"): load_onnx(tmp_path / "none.onnx")
+    with pytest.raises(ModelFileError, match="none.onnx: no such ONNX file"): ort_session(tmp_path / "none.onnx")
 
 
 def test_checkpoint_without_metadata(exported, tmp_path):
@@ -45,7 +49,7 @@ def test_checkpoint_without_metadata(exported, tmp_path):
 def test_too_few_calibration_images():
     x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     with pytest.raises(QuantizeError, match="at least 16 images: got 5") as e:
-        ImageCalibrationReader(x, META["mean"], META["std"], n=64, min_images=16)
+        ImageCalibrationReader(x, n=64, min_images=16)
     one_line(e)
 
 
@@ -73,3 +77,25 @@ def test_parity_on_logits_in_the_tens(tmp_path):
     with torch.no_grad(): m.classifier[-1].bias += 0.02 * big  # 2% of the logits' size: no rounding error
     with pytest.raises(ParityError, match="big.onnx: ONNX Runtime disagrees with PyTorch on 40 of 40 images") as e: check_parity(m, p, x, META)
     one_line(e)
+
+
+def test_int8_of_the_uint8_graph(exported, tmp_path):
+    "The graph starts with the normalization (Cast, Div, Sub, Div): every configuration of the smoke grid, and the stem kept in float, still quantize and run on uint8 images."
+    d, m, p = exported
+    pre = tmp_path / "pre.onnx"; quant_pre_process(str(p), str(pre)); g = onnx.load(pre).graph
+    stem = sensitive_nodes(onnx.load(pre), "stem")
+    conv = next(n for n in g.node if n.name == stem[0]); w = next(i for i in g.initializer if i.name == conv.input[1])
+    assert len(stem) == 1 and w.dims[1] == 3 and g.input[0].name not in conv.input  # the 3-channel stem, behind the normalization
+    x = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    reader = ImageCalibrationReader(x, n=24, min_images=16)
+    fp32 = ort_logits(ort_session(p), x.numpy())
+    base = quant_configs("smoke")[0]
+    for cfg in quant_configs("smoke") + [{**base, "exclude": ("stem",)}, {**base, "fmt": "QDQ", "exclude": ("stem",)}]:
+        q = quantize_int8(pre, tmp_path / f"{variant_name(cfg)}.onnx", reader, **cfg)
+        qg = onnx.load(q).graph
+        assert qg.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8, cfg
+        assert any(n.op_type in ("QLinearConv", "QuantizeLinear") for n in qg.node), cfg
+        if cfg["exclude"] == ("stem",):  # the stem stays a float Conv with its float weights
+            assert any(n.op_type == "Conv" and n.input[1] == conv.input[1] for n in qg.node), cfg
+        lg = ort_logits(ort_session(q), x.numpy())
+        assert lg.shape == fp32.shape and np.isfinite(lg).all(), cfg

@@ -204,3 +204,20 @@ def test_model_without_a_no_defect_class(tmp_path, capsys):
     assert capsys.readouterr().out.rstrip("\n").split("\t")[-1] == "-"
     assert main(["predict", str(tmp_path / "one.png"), "--model", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["defect_detected"] is None
+
+
+def test_float_input_model_refused(tmp_path, capsys):
+    "An .onnx exported before the normalization moved into the graph (float input): refused in one line that says to re-export."
+    import warnings, onnx, torch, torchvision
+    from fabguard.serve import Engine
+    old = tmp_path / "old.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torchvision.models.mobilenet_v3_small(num_classes=12).eval(), (torch.zeros(1, 3, 64, 64),), str(old),
+                          input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}}, opset_version=17, dynamo=False)
+    mp = onnx.load(old); onnx.helper.set_model_props(mp, {"classes": json.dumps([f"c{i}" for i in range(12)]), "img_size": "64"}); onnx.save(mp, old)
+    with pytest.raises(ValueError, match="takes tensor\\(float\\) input normalized outside the model.*re-export it with this version"): Engine(old)
+    (tmp_path / "one.png").write_bytes(PNG)
+    assert main(["predict", str(tmp_path / "one.png"), "--model", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "old.onnx: takes tensor(float) input" in err and "re-export it with this version of fabguard" in err
