@@ -14,7 +14,7 @@ __all__ = ['IMAGE_SUFFIXES', 'build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #12ac94c5
 def _data_synth(a):
-    from fabguard.data import synthesize
+    from fabguard.synthetic import synthesize
     out = synthesize(a.out, per_class=a.per_class, size=a.size, seed=a.seed, difficulty=a.difficulty, imbalance=a.imbalance)
     print(f"wrote {out} ({out / 'manifest.json'})")
 

@@ -1,4 +1,4 @@
-"""The embedded synthetic dataset, loading and checking any image folder, the cached uint8 tensor store, the seed augmentations, and a first look at the data.
+"""Resolving the `dataset` parameter (the synthetic set of `00a_synthetic`, ELPV, or any image folder), checking it by content, the cached uint8 tensor store, the batched augmentations, and a first look at the data.
 
 Docs: https://github.com/fabguard/fabguard/data.html.md"""
 
@@ -6,358 +6,29 @@ Docs: https://github.com/fabguard/fabguard/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #3aba9d2e
 from __future__ import annotations
-import concurrent.futures, contextlib, hashlib, json, math, os, time
-from dataclasses import dataclass, field
+import hashlib, json, math, os, time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .images import MAX_SIDE, ImageError, read_image, sha256_file
+from .files import MAX_SIDE, ImageError, atomic_write, read_image, sha256_file
+from .synthetic import CLASSES, SPLITS, GENERATOR_VERSION, show_grid, synthesize
 
 # %% auto #0
-__all__ = ['CLASSES', 'GOOD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'GENERATOR_VERSION', 'GOOD_NAMES', 'ELPV_CLASSES',
-           'SEED_AUGMENT', 'synth_image', 'show_grid', 'write_json', 'synthesize', 'good_class_of', 'DatasetScan',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'good_class_of', 'DatasetScan',
            'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan', 'load_tensors', 'Augment',
            'seed_augment_v2', 'normalize', 'balanced_sampler', 'Batches', 'pipeline_throughput', 'plot_class_counts',
            'plot_samples', 'plot_intensity']
 
-# %% ../nbs/00_data.ipynb #772e49c8
-CLASSES = ("Bridge", "Crack", "Delamination", "Gap", "Good", "Open",
-           "Particle", "Polishing", "Random", "Short", "VIAS", "Void")
-GOOD = "Good"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+# %% ../nbs/00_data.ipynb #c1be6766
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalization of every model's input (torchvision's ImageNet statistics)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SPLITS = ("train", "val", "test")
-GENERATOR_VERSION = "1.1"
-
-# %% ../nbs/00_data.ipynb #3ab99a9f
-def _smooth_noise(rng, size, cells):
-    "Low-frequency noise in [-1, 1]: a coarse random grid resized bicubically."
-    g = rng.uniform(0, 255, (cells, cells)).astype(np.uint8)
-    img = Image.fromarray(g).resize((size, size), Image.BICUBIC)
-    return np.asarray(img, np.float32) / 127.5 - 1
-
-
-@dataclass
-class _Scene:
-    "The pattern of one image, in a frame where `u` crosses the lines and `v` runs along them."
-    size: int
-    u: np.ndarray
-    v: np.ndarray
-    pitch: float
-    width: float
-    offset: float
-    img: np.ndarray  # H x W x 3 float32 in [0, 1]
-    metal: np.ndarray  # colour of metal
-    substrate: np.ndarray
-    line_mask: np.ndarray = field(default=None)
-
-    def line_of(self, k):
-        "u-range [lo, hi) of line k."
-        lo = self.offset + k * self.pitch
-        return lo, lo + self.width
-
-    def lines_in_view(self):
-        "Indices of lines whose middle crosses the central 80% of the image."
-        ks = range(int(-self.size / self.pitch) - 2, int(self.size / self.pitch) + 3)
-        return [k for k in ks if abs(sum(self.line_of(k)) / 2) < 0.4 * self.size]
-
-    def paint(self, mask, colour, alpha=1.0):
-        "Blend `colour` into the image where the soft `mask` (0..1) is set."
-        m = (np.clip(mask, 0, 1) * alpha)[..., None]
-        self.img = self.img * (1 - m) + np.asarray(colour, np.float32) * m
-
-    def band(self, u0, u1, v0, v1, soft=0.7):
-        "Soft mask of the rectangle u0<=u<u1, v0<=v<v1 in pattern coordinates."
-        su = np.clip((self.u - u0) / soft + 0.5, 0, 1) * np.clip((u1 - self.u) / soft + 0.5, 0, 1)
-        sv = np.clip((self.v - v0) / soft + 0.5, 0, 1) * np.clip((v1 - self.v) / soft + 0.5, 0, 1)
-        return su * sv
-
-    def disc(self, cu, cv, r, soft=0.8):
-        return np.clip((r - np.hypot(self.u - cu, self.v - cv)) / soft + 0.5, 0, 1)
-
-
-def _scene(rng, size):
-    "Substrate, metal lines and vias, before any defect and before the optics."
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - size / 2
-    theta = rng.choice([0, 90, 0, 90, 45, -45]) + rng.normal(0, 2)
-    t = math.radians(theta)
-    u, v = xx * math.cos(t) + yy * math.sin(t), -xx * math.sin(t) + yy * math.cos(t)
-    pitch = rng.uniform(0.16, 0.26) * size
-    width = pitch * rng.uniform(0.4, 0.6)
-    offset = rng.uniform(0, pitch) - size
-    substrate = np.array([0.25, 0.32, 0.4]) + rng.normal(0, 0.05, 3)
-    metal = np.array([0.78, 0.7, 0.52]) + rng.normal(0, 0.05, 3)
-    tex = _smooth_noise(rng, size, 12) * 0.04 + _smooth_noise(rng, size, 40) * 0.02
-    img = np.clip(substrate + tex[..., None], 0, 1).astype(np.float32)
-    s = _Scene(size, u, v, pitch, width, offset, img, metal.astype(np.float32), substrate.astype(np.float32))
-    rel = np.mod(u - offset, pitch)
-    s.line_mask = np.clip(rel + 0.5, 0, 1) * np.clip(width - rel + 0.5, 0, 1)
-    grain = 1 + _smooth_noise(rng, size, 60)[..., None] * 0.03
-    s.paint(s.line_mask, metal)
-    s.img *= grain
-    s.via_pitch = pitch * rng.integers(2, 4)
-    s.via_r = width * rng.uniform(0.22, 0.32)
-    s.via_phase = rng.uniform(0, s.via_pitch)
-    return s
-
-
-def _via_centre(s, k, j):
-    "(u, v) centre of via j on line k."
-    return sum(s.line_of(k)) / 2, s.via_phase + j * s.via_pitch
-
-
-def _draw_vias(s, skip=()):
-    "Vias on every line at a regular spacing, a dark ring around a bright fill; vias (k, j) in `skip` are left out."
-    c0 = sum(s.line_of(0)) / 2
-    k = np.round((s.u - c0) / s.pitch); j = np.round((s.v - s.via_phase) / s.via_pitch)
-    d = np.hypot(s.u - (c0 + k * s.pitch), s.v - (s.via_phase + j * s.via_pitch))
-    keep = np.ones_like(d)
-    for kk, jj in skip: keep[(k == kk) & (j == jj)] = 0
-    s.paint(np.clip((s.via_r * 1.3 - d) / 0.8 + 0.5, 0, 1) * keep, s.metal * 0.55)
-    s.paint(np.clip((s.via_r - d) / 0.8 + 0.5, 0, 1) * keep, np.minimum(s.metal * 1.2, 1))
-
-# %% ../nbs/00_data.ipynb #29e2fff0
-def _pick_line(s, rng):
-    return rng.choice(s.lines_in_view())
-
-def _near_centre(s, rng, spread=0.3):
-    return rng.uniform(-spread, spread) * s.size
-
-def _bridge(s, rng, k):
-    "Metal joining two adjacent lines."
-    kk = _pick_line(s, rng); _, hi = s.line_of(kk); lo2, _ = s.line_of(kk + 1)
-    v0 = _near_centre(s, rng); L = s.pitch * rng.uniform(0.8, 1.6) * (0.5 + k)
-    s.paint(s.band(hi - 1, lo2 + 1, v0, v0 + L), s.metal, 0.45 + 0.55 * k)
-
-def _random_walk(rng, start, direction, steps, step=1.0, wiggle=0.6):
-    pts, p, a = [start], np.array(start, float), math.atan2(direction[1], direction[0])
-    for _ in range(steps):
-        a += rng.normal(0, wiggle)
-        p = p + step * np.array([math.cos(a), math.sin(a)])
-        pts.append(tuple(p))
-    return pts
-
-def _polyline_mask(s, pts, width):
-    "Soft mask of a polyline given in (u, v) coordinates, drawn in pixel space."
-    c = s.size / 2
-    # invert the rotation: pixel = rotation^-1 (u, v)
-    cos = float(s.u[0, 1] - s.u[0, 0]); sin = float(s.u[1, 0] - s.u[0, 0])
-    xy = [(u * cos - v * sin + c, u * sin + v * cos + c) for u, v in pts]
-    m = Image.new("L", (s.size * 4, s.size * 4), 0)
-    ImageDraw.Draw(m).line([(x * 4, y * 4) for x, y in xy], fill=255, width=max(1, round(width * 4)), joint="curve")
-    m = m.resize((s.size, s.size), Image.BILINEAR)
-    return np.asarray(m, np.float32) / 255
-
-def _short(s, rng, k):
-    "A thin irregular conductive filament between two lines."
-    kk = _pick_line(s, rng); _, hi = s.line_of(kk); lo2, _ = s.line_of(kk + 1)
-    v0 = _near_centre(s, rng); n = int((lo2 - hi) * 1.3) + 2
-    pts = [(hi - 1 + (lo2 - hi + 2) * i / n, v0 + rng.normal(0, 1.2) * math.sin(i)) for i in range(n + 1)]
-    pts = [(a, b + np.cumsum(rng.normal(0, 0.6, 1))[0]) for a, b in pts]
-    s.paint(_polyline_mask(s, pts, rng.uniform(2.0, 3.5)), s.metal * rng.uniform(0.85, 1.05), 0.5 + 0.5 * k)
-
-def _open(s, rng, k):
-    "A line cut through."
-    kk = _pick_line(s, rng); lo, hi = s.line_of(kk)
-    v0 = _near_centre(s, rng); L = rng.uniform(6, 12) * (0.6 + k)
-    s.paint(s.band(lo - 0.5, hi + 0.5, v0, v0 + L), s.substrate, 0.7 + 0.3 * k)
-
-def _gap(s, rng, k):
-    "A narrowed stretch of a trace, or a missing length of pattern."
-    kk = _pick_line(s, rng); lo, hi = s.line_of(kk)
-    v0 = _near_centre(s, rng, 0.25); L = s.size * rng.uniform(0.15, 0.35)
-    keep = s.width * rng.uniform(0.2, 0.45) * (1.4 - 0.6 * k)
-    side = rng.integers(2)
-    u0, u1 = (lo + keep, hi + 0.5) if side else (lo - 0.5, hi - keep)
-    s.paint(s.band(u0, u1, v0, v0 + L, soft=1.2), s.substrate, 0.6 + 0.4 * k)
-
-def _crack(s, rng, k):
-    "A thin dark branching fracture across lines and substrate."
-    start = (_near_centre(s, rng, 0.4), _near_centre(s, rng, 0.4))
-    a = rng.uniform(0, 2 * math.pi); d = (math.cos(a), math.sin(a))
-    main = _random_walk(rng, start, d, int(s.size * rng.uniform(0.4, 0.8)), wiggle=0.25)
-    m = _polyline_mask(s, main, 2.0 + 1.0 * k)
-    for _ in range(rng.integers(1, 4)):
-        b = main[rng.integers(len(main))]; ab = a + rng.choice([-1, 1]) * rng.uniform(0.5, 1.2)
-        m = np.maximum(m, _polyline_mask(s, _random_walk(rng, b, (math.cos(ab), math.sin(ab)), int(s.size * 0.2), wiggle=0.35), 0.7))
-    s.paint(m, s.substrate * 0.25, 0.45 + 0.55 * k)
-
-def _delamination(s, rng, k):
-    "A large lifted region: changed brightness, a halo and interference fringes."
-    cu, cv = _near_centre(s, rng, 0.2), _near_centre(s, rng, 0.2)
-    r = s.size * rng.uniform(0.15, 0.3) * (0.7 + 0.5 * k)
-    ecc = rng.uniform(0.6, 1.0)
-    d = np.hypot(s.u - cu, (s.v - cv) * ecc)
-    inside = np.clip((r - d) / 3 + 0.5, 0, 1)
-    fringes = 0.5 + 0.5 * np.cos(d / rng.uniform(1.5, 3.0))
-    lift = s.img * rng.uniform(1.15, 1.4) + fringes[..., None] * 0.12
-    a = (0.35 + 0.65 * k) * inside
-    s.img = s.img * (1 - a[..., None]) + np.clip(lift, 0, 1) * a[..., None]
-    halo = np.exp(-((d - r) / 2.0) ** 2)
-    s.paint(halo, s.substrate * 0.6, 0.5 * k + 0.2)
-
-def _particle(s, rng, k):
-    "Compact foreign blobs with a shadow."
-    for _ in range(rng.integers(1, 3)):
-        cu, cv = _near_centre(s, rng), _near_centre(s, rng)
-        r = s.size * rng.uniform(0.06, 0.11) * (0.6 + 0.6 * k)
-        ang = np.arctan2(s.v - cv, s.u - cu)
-        wob = r * (1 + 0.25 * np.sin(3 * ang + rng.uniform(0, 6)))
-        blob = np.clip((wob - np.hypot(s.u - cu, s.v - cv)) / 0.8 + 0.5, 0, 1)
-        sh = np.roll(np.roll(blob, 2, 0), 2, 1)
-        s.paint(sh, s.img.mean((0, 1)) * 0.4, 0.5 * k + 0.2)
-        s.paint(blob, np.array([0.35, 0.25, 0.18]) + rng.normal(0, 0.05, 3), 0.5 + 0.5 * k)
-
-def _polishing(s, rng, k):
-    "CMP damage: long shallow scratch arcs and dishing of the metal."
-    m = np.zeros_like(s.u)
-    for _ in range(rng.integers(3, 7)):
-        R = s.size * rng.uniform(0.8, 3); a = rng.uniform(0, 2 * math.pi)
-        cu, cv = R * math.cos(a), R * math.sin(a)
-        d = np.abs(np.hypot(s.u - cu, s.v - cv) - R + rng.uniform(-0.3, 0.3) * s.size)
-        m = np.maximum(m, np.clip(1.5 - d, 0, 1))
-    s.paint(m, np.minimum(s.img.mean((0, 1)) * 1.6, 1), 0.35 + 0.5 * k)
-    dish = np.clip(1 - np.hypot(s.u - _near_centre(s, rng), s.v - _near_centre(s, rng)) / (s.size * 0.4), 0, 1)
-    s.img *= 1 - (dish * s.line_mask * (0.1 + 0.2 * k))[..., None]
-
-def _random(s, rng, k):
-    "Irregular anomalies that fit no other class: stains, speckle clusters, pattern shifts."
-    kind = rng.integers(3)
-    cu, cv = _near_centre(s, rng), _near_centre(s, rng)
-    if kind == 0:  # a coloured stain of irregular outline
-        m = np.clip(_smooth_noise(rng, s.size, 6) * 2 + 1.2 - np.hypot(s.u - cu, s.v - cv) / (s.size * 0.25), 0, 1)
-        s.paint(m, rng.uniform(0.1, 0.9, 3), 0.45 + 0.45 * k)
-    elif kind == 1:  # a cluster of speckles
-        for _ in range(rng.integers(12, 25)):
-            s.paint(s.disc(cu + rng.normal(0, 9), cv + rng.normal(0, 9), rng.uniform(1.0, 2.5)), rng.uniform(0, 1, 3), 0.6 + 0.4 * k)
-    else:  # a patch whose pattern is shifted, as from a stitching or litho error
-        r = s.size * rng.uniform(0.15, 0.25)
-        m = s.band(cu - r, cu + r, cv - r, cv + r, soft=1.0)
-        shift = int(s.pitch * rng.uniform(0.3, 0.6))
-        s.img = s.img * (1 - m[..., None] * (0.4 + 0.6 * k)) + np.roll(s.img, shift, axis=rng.integers(2)) * m[..., None] * (0.4 + 0.6 * k)
-
-def _void(s, rng, k):
-    "Rounded dark bubbles inside the metal."
-    kk = _pick_line(s, rng); lo, hi = s.line_of(kk)
-    for _ in range(rng.integers(2, 5)):
-        r = s.width * rng.uniform(0.3, 0.45) * (0.6 + 0.5 * k)
-        cu, cv = rng.uniform(lo + r, hi - r), _near_centre(s, rng)
-        s.paint(s.disc(cu, cv, r) * s.line_mask, s.metal * 0.3, 0.5 + 0.5 * k)
-
-_DEFECTS = dict(Bridge=_bridge, Short=_short, Open=_open, Gap=_gap, Crack=_crack, Delamination=_delamination,
-                Particle=_particle, Polishing=_polishing, Random=_random, Void=_void)
-
-# %% ../nbs/00_data.ipynb #b1c8bce1
-def _vias_defect(s, rng, k):
-    "Vias missing, misaligned or partly filled; returns the vias (k, j) drawn specially."
-    lines = s.lines_in_view()
-    js = [j for j in range(-20, 21) if abs(s.via_phase + j * s.via_pitch) < s.size * 0.35]
-    near = [(kk, j) for kk in lines for j in js]
-    hit = [near[i] for i in rng.choice(len(near), size=min(len(near), rng.integers(3, 7)), replace=False)]
-    for kk, j in hit:
-        cu, cv = _via_centre(s, kk, j); mode = rng.integers(3)
-        if mode == 0: continue  # missing
-        if mode == 1:  # misaligned: off the line centre
-            cu += rng.choice([-1, 1]) * s.width * rng.uniform(0.35, 0.6) * (0.6 + 0.4 * k)
-            s.paint(s.disc(cu, cv, s.via_r * 1.3), s.metal * 0.55); s.paint(s.disc(cu, cv, s.via_r), np.minimum(s.metal * 1.2, 1))
-        else:  # partly filled: dark core
-            s.paint(s.disc(cu, cv, s.via_r * 1.3), s.metal * 0.55)
-            s.paint(s.disc(cu, cv, s.via_r * (0.5 + 0.4 * k)), s.substrate * 0.4)
-    return set(hit)
-
-
-def synth_image(cls:str, # one of CLASSES
-                rng:np.random.Generator, # the image's own generator
-                size:int=128, # side in pixels
-                difficulty:float=0.3, # 0: every defect bold; 1: many faint and small
-               ) -> np.ndarray: # H x W x 3 uint8
-    "Draw one synthetic micrograph of class `cls`."
-    if cls not in CLASSES: raise ValueError(f"cls={cls!r} is not one of {CLASSES}")
-    s = _scene(rng, size)
-    k = float(np.clip(1 - difficulty * rng.beta(2, 1.3), 0.05, 1))  # defect strength
-    skip = _vias_defect(s, rng, k) if cls == "VIAS" else set()
-    _draw_vias(s, skip)
-    if cls in _DEFECTS: _DEFECTS[cls](s, rng, k)
-    gx, gy = rng.normal(0, 0.25, 2)  # illumination gradient
-    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
-    s.img = s.img * (1 + gx * xx + gy * yy)[..., None] * rng.uniform(0.8, 1.15)
-    img = Image.fromarray((np.clip(s.img, 0, 1) * 255).astype(np.uint8))
-    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.6 + 0.6 * difficulty)))
-    a = np.asarray(img, np.float32) + rng.normal(0, rng.uniform(2, 4 + 6 * difficulty), (size, size, 3))
-    return np.clip(a, 0, 255).astype(np.uint8)
-
-# %% ../nbs/00_data.ipynb #d1645f11
-def show_grid(images, titles=None, ncols=12, scale=1.3, title=None):
-    "Show uint8 images (H x W x 3) in a grid; returns the figure."
-    import matplotlib.pyplot as plt
-    n = len(images); nrows = math.ceil(n / ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * scale, nrows * scale * 1.15), squeeze=False)
-    for i, ax in enumerate(axs.flat):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(images[i])
-            if titles: ax.set_title(titles[i], fontsize=7)
-    if title: fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/00_data.ipynb #81936ee3
-def _split_of(i, n, val=0.15, test=0.15):
-    "Split of item i of n by position: train first, then val, then test (at least one each once n >= 3)."
-    if n < 3: return "train"
-    nv, nt = max(1, round(n * val)), max(1, round(n * test))
-    return "train" if i < n - nv - nt else "val" if i < n - nt else "test"
-
-
-def write_json(path, obj):
-    "Write JSON atomically (temporary file, then rename)."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _synth_one(job) -> dict:
-    "Draw, save and hash one image of `synthesize` (a process-pool task)."
-    out, seed, size, difficulty, ci, c, i, n = job
-    rel = Path(_split_of(i, n)) / c / f"{c.lower()}_{i:05d}.png"
-    Image.fromarray(synth_image(c, np.random.default_rng([seed, ci, i]), size, difficulty)).save(out / rel, compress_level=6)
-    return {"path": rel.as_posix(), "label": c, "split": rel.parts[0], "sha256": sha256_file(out / rel)}
-
-
-def synthesize(out, # output folder
-               per_class:int=300, # images per defect class
-               size:int=128, # side in pixels
-               seed:int=0,
-               difficulty:float=0.3, # spread of defect size and contrast, 0..1
-               imbalance:float=1.0, # Good is this many times as common as each defect class
-               progress:bool=True,
-               workers:int=1, # processes drawing images (each image has its own generator: the files do not depend on it)
-              ) -> Path: # the folder written
-    "Write the synthetic fab-defect dataset as `train/val/test/<Class>/*.png` plus `manifest.json`."
-    for name, val, lo in (("per_class", per_class, 3), ("size", size, 32)):
-        if val < lo: raise ValueError(f"{name}={val} is too small (at least {lo})")
-    if not 0 <= difficulty <= 1: raise ValueError(f"difficulty={difficulty} must be within 0..1")
-    if imbalance < 1: raise ValueError(f"imbalance={imbalance} must be at least 1")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    jobs = [(ci, c, i, n) for ci, c in enumerate(CLASSES)
-            for n in [round(per_class * imbalance) if c == GOOD else per_class] for i in range(n)]
-    for sp in SPLITS:
-        for c in CLASSES: (out / sp / c).mkdir(parents=True, exist_ok=True)
-    work = [(out, seed, size, difficulty, *j) for j in jobs]
-    with concurrent.futures.ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        done = pool.map(_synth_one, work, chunksize=64) if pool else map(_synth_one, work)
-        files = list(tqdm(done, total=len(work), desc="synthesize", disable=not progress, mininterval=1))
-    counts = {sp: {c: sum(f["split"] == sp and f["label"] == c for f in files) for c in CLASSES} for sp in SPLITS}
-    write_json(out / "manifest.json", {"generator": "fabguard.synthetic", "generator_version": GENERATOR_VERSION,
-        "params": dict(per_class=per_class, size=size, seed=seed, difficulty=difficulty, imbalance=imbalance),
-        "classes": list(CLASSES), "counts": counts, "files": files})
-    return out
 
 # %% ../nbs/00_data.ipynb #b7d0f3e2
 GOOD_NAMES = ("good", "ok", "normal", "pass", "clean", "no_defect", "defect_free", "non_defective")
@@ -572,8 +243,7 @@ def load_tensors(scan:DatasetScan, # from `scan_dataset` / `prepare_dataset`
             x[j] = torch.from_numpy(a).permute(2, 0, 1)
         out[sp] = (x, torch.tensor([i["label"] for i in its], dtype=torch.int64))
     if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp"); torch.save({k: list(v) for k, v in out.items()}, tmp); os.replace(tmp, path)
+        with atomic_write(path) as tmp: torch.save({k: list(v) for k, v in out.items()}, tmp)
     return out
 
 # %% ../nbs/00_data.ipynb #ff803806

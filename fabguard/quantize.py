@@ -16,8 +16,10 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 
 import fabguard
-from .data import GOOD, normalize, write_json
-from .images import MB, sha256_file
+from .data import normalize
+from .files import write_json
+from .synthetic import GOOD
+from .files import MB, atomic_write, sha256_file
 from .runtime import INPUT, OUTPUT, ort_logits, ort_session
 from .train import predict_logits
 
@@ -83,8 +85,7 @@ def export_onnx(model:torch.nn.Module, meta:dict, path, # where to write the .on
     if opset < 17: raise QuantizeError(f"opset={opset}: the contract needs opset 17 or newer")
     path = Path(path); s = int(meta["img_size"]); x = torch.zeros(1, 3, s, s, dtype=torch.uint8)
     net = _Normalized(model.eval(), meta["mean"], meta["std"]).eval()
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings(), torch.no_grad():
+    with atomic_write(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if dynamo:
             torch.onnx.export(net, (x,), tmp, input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
@@ -92,9 +93,9 @@ def export_onnx(model:torch.nn.Module, meta:dict, path, # where to write the .on
         else:
             torch.onnx.export(net, (x,), tmp, input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
                               dynamo=False, dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-    proto = set_metadata(onnx.load(tmp), meta, variant, source_sha256)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, tmp); os.replace(tmp, path)
+        proto = set_metadata(onnx.load(tmp), meta, variant, source_sha256)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
     return path
 
 # %% ../nbs/03_quantize.ipynb #4853f265

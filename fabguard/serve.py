@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tqdm.auto import tqdm
 
 import fabguard
-from .images import MB, ImageError, read_image, sha256_file
+from .files import MB, ImageError, read_image, sha256_file
 from .runtime import ort_logits, ort_session
 
 # %% auto #0

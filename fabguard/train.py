@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/teacher.html.md"""
 
 # %% ../nbs/01_teacher.ipynb #a0f2bba1
 from __future__ import annotations
-import json, os, platform, random, time
+import json, platform, random, time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 import fabguard
 from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment, Batches, normalize
+from .files import atomic_write
 
 # %% auto #0
 __all__ = ['ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE', 'RECIPES', 'SCHEDULES', 'MODEL_KNOBS',
@@ -162,8 +163,7 @@ def make_meta(arch:str, classes, img_size:int, data_hash:str, mean=IMAGENET_MEAN
 
 
 def _atomic_save(obj, path:Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp"); torch.save(obj, tmp); os.replace(tmp, path)
+    with atomic_write(path) as tmp: torch.save(obj, tmp)
 
 
 def save_checkpoint(path, model:nn.Module, meta:dict) -> Path:

@@ -67,7 +67,7 @@ def main(argv=None):
     if a.image: data = a.image.read_bytes()
     else:
         from PIL import Image
-        from fabguard.data import synth_image
+        from fabguard.synthetic import synth_image
         b = io.BytesIO(); Image.fromarray(synth_image("Particle", np.random.default_rng(0), size=128)).save(b, "PNG"); data = b.getvalue()
     body, ctype = multipart(data)
     tmp = tempfile.TemporaryDirectory(); db = Path(tmp.name) / "loadtest.sqlite"

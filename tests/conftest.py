@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fabguard.data import CLASSES, GOOD, normalize, synth_image
+from fabguard.data import normalize
+from fabguard.synthetic import CLASSES, GOOD, synth_image
 
 VARIANT = "student_fp32_test"
 ROOT = Path(__file__).resolve().parents[1]
