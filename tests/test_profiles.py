@@ -47,7 +47,7 @@ def test_injected_value_reaches_notebook(tmp_path):
                         progress_bar=False, kernel_name="python3")
     counts = json.loads((run / "data" / "manifest.json").read_text())["counts"]
     assert sum(counts[s]["Void"] for s in counts) == 5 and sum(counts[s]["Good"] for s in counts) == 15
-    assert (rep / "figures" / "samples.png").exists()
+    assert (rep / "figures" / "samples.jpg").exists()
 
 
 def test_study_runner_skips_and_names_failures(tmp_path):
