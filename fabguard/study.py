@@ -6,14 +6,14 @@ Docs: https://github.com/fabguard/fabguard/study.html.md"""
 
 # %% ../nbs/06_study.ipynb #eb87a545
 from __future__ import annotations
-import ast, configparser, hashlib, json, os, time
+import ast, configparser, hashlib, json, os, re, time
 from pathlib import Path
 
 import papermill as pm
 
 # %% auto #0
 __all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'load_profile', 'folder_fingerprint', 'step_stamp',
-           'StudyError', 'render_html', 'run_study']
+           'StudyError', 'squash_progress', 'render_html', 'run_study']
 
 # %% ../nbs/06_study.ipynb #5191c9b3
 PROFILES = ("smoke", "quick", "full")
@@ -69,6 +69,37 @@ class StudyError(RuntimeError):
 def _dataset_key(dataset:str) -> str:
     "The name used for run and report folders: the dataset's name, or a folder's name."
     return dataset if dataset in ("synthetic", "elpv2", "elpv4") else Path(dataset).expanduser().resolve().name
+
+
+def _as_terminal(text:str) -> str:
+    "What a terminal shows after `text`: carriage returns redraw a line, ESC[A moves up (tqdm's nested bars); blank lines dropped."
+    lines, row = [""], 0
+    for tok in re.split(r"(\r|\n|\x1b\[A)", text):
+        if tok == "\n":
+            row += 1
+            if row == len(lines): lines.append("")
+        elif tok == "\r": lines[row] = ""
+        elif tok == "\x1b[A": row = max(row - 1, 0)
+        elif tok: lines[row] += tok
+    return "".join(l + "\n" for l in lines if l.strip())
+
+
+def squash_progress(nb_path) -> int:
+    "Keep only the final state of every progress bar in an executed notebook's stream outputs; returns the bytes saved."
+    import nbformat
+    nb_path = Path(nb_path); before = nb_path.stat().st_size
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        outs = []
+        for o in cell.get("outputs", []):
+            if o.output_type == "stream" and outs and outs[-1].output_type == "stream" and outs[-1].name == o.name:
+                outs[-1].text += o.text  # consecutive writes to one stream: one output
+            else: outs.append(o)
+        for o in outs:
+            if o.output_type == "stream": o.text = _as_terminal(o.text)
+        cell.outputs = outs
+    nbformat.write(nb, nb_path)
+    return before - nb_path.stat().st_size
 
 
 def render_html(nb_path, out_path):
@@ -128,7 +159,7 @@ def run_study(profile:str="quick", # smoke | quick | full
             for k, v in saved.items():
                 if v is None: os.environ.pop(k, None)
                 else: os.environ[k] = v
-        render_html(out, out.with_suffix(".html"))
+        squash_progress(out); render_html(out, out.with_suffix(".html"))
         stamps[name] = stamp; stamps_path.write_text(json.dumps(stamps, indent=1))
         times[name] = round(time.perf_counter() - t0, 1); times_path.write_text(json.dumps(times, indent=1))
         log(f"[{i}/{len(notebooks)}] {name} done in {times[name]:.0f} s")
