@@ -345,7 +345,7 @@ def write_report(metrics:dict, report_dir) -> Path:
     lines += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cores']} cores); flags: {', '.join(env['cpu_flags']) or 'none recorded'}",
               f"- Threads: {env['threads']} (latency measured at 1 and 2)",
               "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), "",
-              "The executed notebooks, with every intermediate result and figure, are in `executed/` (`.ipynb` and `.html`).", ""]
+              "The executed notebooks, with every intermediate result and figure, are in `executed/` (Jupyter notebooks; GitHub renders them).", ""]
     md = "\n".join(lines)
     (report_dir / "REPORT.md").write_text(md)
     html = mistune.create_markdown(plugins=["table"])(md)

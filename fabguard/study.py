@@ -13,7 +13,7 @@ import papermill as pm
 
 # %% auto #0
 __all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'load_profile', 'folder_fingerprint', 'step_stamp',
-           'StudyError', 'squash_progress', 'render_html', 'run_study']
+           'StudyError', 'squash_progress', 'run_study']
 
 # %% ../nbs/06_study.ipynb #5191c9b3
 PROFILES = ("smoke", "quick", "full")
@@ -102,13 +102,6 @@ def squash_progress(nb_path) -> int:
     return before - nb_path.stat().st_size
 
 
-def render_html(nb_path, out_path):
-    "Render an executed notebook to a standalone HTML page."
-    from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name="basic").from_filename(str(nb_path))  # cells and outputs, without the 400 kB stylesheet
-    Path(out_path).write_text(body, encoding="utf-8")
-
-
 def run_study(profile:str="quick", # smoke | quick | full
               dataset:str="synthetic", # synthetic | elpv2 | elpv4 | a folder: train/val/test/<Class>/ or <Class>/ (see DESIGN.md at the repository root)
               force:bool=False, # rerun steps whose inputs are unchanged
@@ -159,7 +152,7 @@ def run_study(profile:str="quick", # smoke | quick | full
             for k, v in saved.items():
                 if v is None: os.environ.pop(k, None)
                 else: os.environ[k] = v
-        squash_progress(out); render_html(out, out.with_suffix(".html"))
+        squash_progress(out)  # GitHub and Jupyter render the .ipynb; an HTML copy would double the report
         stamps[name] = stamp; stamps_path.write_text(json.dumps(stamps, indent=1))
         times[name] = round(time.perf_counter() - t0, 1); times_path.write_text(json.dumps(times, indent=1))
         log(f"[{i}/{len(notebooks)}] {name} done in {times[name]:.0f} s")
