@@ -255,7 +255,7 @@ def _steps_md(st:dict) -> list:
         if q["failed"]: lines += ["", "Failed configurations: " + "; ".join(f"{k}: {v}" for k, v in q["failed"].items())]
         prof = q["profile_us"]
         if prof:
-            names = list(prof); ops = sorted({o for n in names for o in prof[n]}, key=lambda o: -max(prof[n].get(o, {}).get("us", 0) for n in names))[:12]
+            names = list(prof); ops = sorted({o for n in names for o in prof[n]}, key=lambda o: (-max(prof[n].get(o, {}).get("us", 0) for n in names), o))[:12]
             lines += ["", "Where the time goes (ONNX Runtime profiler, kernel time per run in microseconds):", "",
                       "| operator | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
             lines += [f"| {o} | " + " | ".join(f"{prof[n][o]['us']:.0f}" if o in prof[n] else "-" for n in names) + " |" for o in ops]
