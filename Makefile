@@ -42,7 +42,7 @@ test: install
 check: install
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
-	$(BIN)/python -m pyflakes fabguard
+	$(BIN)/python -m pyflakes fabguard tests scripts
 	@out=$$(git status --porcelain -- fabguard nbs); if [ -n "$$out" ]; then echo "$$out"; \
 	  echo "fabguard/ or nbs/ out of step with nbdev-export/nbdev-clean: run 'make export' and commit" >&2; exit 1; fi
 

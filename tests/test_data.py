@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fabguard.data import (CLASSES, Batches, DatasetError, load_tensors, normalize, prepare_dataset, scan_dataset,
+from fabguard.data import (Batches, DatasetError, load_tensors, normalize, prepare_dataset, scan_dataset,
                            synthesize)
 from conftest import fabguard_cmd
 

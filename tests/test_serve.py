@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import VARIANT, draw, encode
 from fabguard.cli import main
-from fabguard.serve import PredictionLog, background_server, build_reference, create_app
+from fabguard.serve import PredictionLog, background_server, create_app
 
 MAX_MB = 0.25
 
