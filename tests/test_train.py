@@ -140,3 +140,20 @@ def test_bad_inputs(tiny, tmp_path):
     m = build_model(ARCH, len(sc.classes)); meta = make_meta(ARCH, sc.classes, 32, sc.hash)
     empty = {"train": (data["train"][0][:0], data["train"][1][:0]), "val": data["val"]}
     with pytest.raises(ValueError, match="empty split 'train'"): fit(m, empty, tmp_path / "e.pt", meta, progress=False)
+
+
+def test_weight_average_is_what_gets_scored_and_resumed(tiny, tmp_path):
+    "A recipe with `ema` evaluates and checkpoints the averaged weights, and a finished run resumes to the same history."
+    from fabguard.train import BUDGET_RECIPE
+    _, sc, data = tiny
+    def run(name, ema):
+        seed_everything(0); m = build_model(ARCH, len(sc.classes))
+        h = fit(m, data, tmp_path / f"{name}.pt", make_meta(ARCH, sc.classes, 32, sc.hash), recipe=dict(BUDGET_RECIPE, ema=ema, precise_bn=64),
+                epochs=2, batch_size=8, patience=10, progress=False)
+        return m, h
+    plain, _ = run("plain", 0.0)
+    avg, h = run("avg", 0.5)
+    assert h["recipe"]["ema"] == 0.5 and len(h["history"]) == 2
+    w = lambda m: m.classifier[-1].weight.detach()
+    assert not torch.equal(w(avg), w(plain))  # the same steps, but the averaged weights were kept
+    assert _timeless(run("avg", 0.5)[1]["history"]) == _timeless(h["history"])  # resumed from avg_last.pt: nothing left to do
