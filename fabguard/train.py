@@ -36,8 +36,9 @@ def mobilenet_v3_small_minimal(num_classes:int=1000, **kw) -> nn.Module:
     model = torchvision.models.MobileNetV3(cfg, last_channel, num_classes=num_classes, **kw)
     for parent in list(model.modules()):  # the stem, the last conv and the head use hard-swish outside the blocks
         for name, child in parent.named_children():
-            if isinstance(child, nn.Hardswish): setattr(parent, name, nn.ReLU(inplace=parent is not model.classifier))
-    return model  # (the head's ReLU feeds an in-place Dropout, so it must keep its output for backward)
+            if isinstance(child, nn.Hardswish): setattr(parent, name, nn.ReLU(inplace=True))
+    model.classifier[2].inplace = False  # ReLU's backward needs its output, which an in-place Dropout would overwrite
+    return model
 
 
 ARCHS = {"efficientnet_b0": (torchvision.models.efficientnet_b0, torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1),
