@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment
-from .train import CELoss, compute_metrics, fit, get_recipe, n_params, predict_logits, recipe_model, seed_everything
+from .train import CELoss, compute_metrics, fit, get_recipe, load_checkpoint, n_params, predict_logits, recipe_model, seed_everything
 
 # %% auto #0
-__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'macro_f1', 'paired_difference', 'distill_findings',
-           'count_flops', 'compare', 'plot_comparison']
+__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'macro_f1', 'paired_difference',
+           'distill_findings', 'count_flops', 'compare', 'plot_comparison']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -83,6 +83,35 @@ def train_student(data:dict, ckpt, meta:dict,
     kd = teacher is not None or (views is not None and views[1] is not None)
     loss = KDLoss(teacher, T, alpha, r["label_smoothing"]) if kd else CELoss(r["label_smoothing"])
     return model, fit(model, data, ckpt, dict(meta, arch=arch), recipe=r, seed=seed, loss_fn=loss, views=views, **fit_kw)
+
+
+# %% ../nbs/02_distill.ipynb #50376923
+def _student_job(job:dict, data:dict, meta:dict, threads:int) -> dict:
+    "One student in a worker process: train, and return `fit`'s history (the weights are in the checkpoint)."
+    torch.set_num_threads(threads)
+    return train_student(data, job["ckpt"], meta, progress=False, **job["kw"])[1]
+
+
+def train_students(data:dict, meta:dict, jobs:list, # each {"name", "ckpt", "kw": train_student's keyword arguments}
+                   workers:int=1, # processes; 1: one after another in this process
+                   progress:bool=True) -> dict:
+    "name -> (student with its best weights, history), trained by `workers` processes with one share of the cores each."
+    names = [j["name"] for j in jobs]
+    if len(set(names)) != len(names): raise ValueError(f"train_students: job names must be unique, got {names}")
+    if workers < 1: raise ValueError(f"workers={workers}: at least 1")
+    workers = min(workers, len(jobs))
+    if workers == 1:
+        return {j["name"]: train_student(data, j["ckpt"], meta, progress=progress, desc=j["name"], **j["kw"]) for j in jobs}
+    import concurrent.futures as cf, os
+    from torch import multiprocessing as tmp
+    from tqdm.auto import tqdm
+    from fabguard.distill import _student_job as job  # by module path: a worker imports it (a notebook's own definitions cannot travel)
+    threads = max(1, (os.cpu_count() or 1) // workers); hist = {}
+    with cf.ProcessPoolExecutor(workers, mp_context=tmp.get_context("spawn")) as pool:
+        futs = {pool.submit(job, j, data, meta, threads): j["name"] for j in jobs}
+        for f in tqdm(cf.as_completed(futs), total=len(futs), desc=f"students ({workers} workers)", disable=not progress):
+            hist[futs[f]] = f.result()
+    return {j["name"]: (load_checkpoint(j["ckpt"], meta["classes"])[0], hist[j["name"]]) for j in jobs}
 
 
 # %% ../nbs/02_distill.ipynb #d1bdf1fe
