@@ -16,8 +16,9 @@ from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment
 from .train import CELoss, compute_metrics, fit, get_recipe, load_checkpoint, n_params, predict_logits, recipe_model, seed_everything
 
 # %% auto #0
-__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'macro_f1', 'paired_difference',
-           'distill_findings', 'count_flops', 'compare', 'plot_comparison']
+__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'soft_entropy',
+           'teacher_ablation', 'macro_f1', 'paired_difference', 'distill_findings', 'count_flops', 'compare',
+           'plot_comparison']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -112,6 +113,23 @@ def train_students(data:dict, meta:dict, jobs:list, # each {"name", "ckpt", "kw"
         for f in tqdm(cf.as_completed(futs), total=len(futs), desc=f"students ({workers} workers)", disable=not progress):
             hist[futs[f]] = f.result()
     return {j["name"]: (load_checkpoint(j["ckpt"], meta["classes"])[0], hist[j["name"]]) for j in jobs}
+
+
+# %% ../nbs/02_distill.ipynb #d749c260
+def soft_entropy(logits:torch.Tensor, T:float) -> float:
+    "Mean entropy of softmax(logits / T) as a share of the maximum, log C (0: one-hot targets, 1: uniform)."
+    p = torch.softmax(logits.float() / T, 1)
+    return float((-(p * p.clamp_min(1e-12).log()).sum(1)).mean() / np.log(logits.shape[1]))
+
+
+def teacher_ablation(data:dict, teacher_meta:dict, # the study teacher's checkpoint metadata (its recipe as `fit` recorded it)
+                     ckpt, label_smoothing:float, progress:bool=True) -> tuple[nn.Module, dict]:
+    "A second teacher, trained like the study's (recipe, epochs, batches, seed) but with another label smoothing."
+    rr = teacher_meta["recipe"]; r = dict({k: rr[k] for k in get_recipe("seed")}, label_smoothing=label_smoothing)
+    seed_everything(rr["seed"]); model = recipe_model(teacher_meta["arch"], len(teacher_meta["classes"]), r)
+    return model, fit(model, data, ckpt, dict(teacher_meta, recipe={}, metrics={}, epoch=0), recipe=r, epochs=rr["epochs"],
+                      batch_size=rr["batch_size"], patience=rr["patience"], seed=rr["seed"], progress=progress,
+                      desc=f"teacher, label smoothing {label_smoothing:g}")
 
 
 # %% ../nbs/02_distill.ipynb #d1bdf1fe
