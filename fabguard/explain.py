@@ -6,13 +6,11 @@ Docs: https://github.com/fabguard/fabguard/gallery.html.md"""
 
 # %% ../nbs/04a_gallery.ipynb #eb231b9c
 from __future__ import annotations
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .bench import ONNX_VARIANTS
 from .data import normalize
 from .files import atomic_write, model_card_paths, write_json
 
