@@ -386,10 +386,11 @@ def gallery_md(metrics:dict) -> list[str]:
         top = ", ".join(top[:-1]) + f" and {top[-1]}" if len(top) > 1 else "".join(top)
         said.append(f"{label.get(v, v)} gets {e['n_wrong']:,} of {e['n_test']:,} test images wrong ({e['n_wrong'] / max(e['n_test'], 1):.1%})"
                     + (f", most often {top}" if top else ""))
-    cam = next(iter(g["models"].values()))["cam"]
+    cams = [e["cam"] for e in g["models"].values()]
+    sides = " and ".join(dict.fromkeys(f"{c['side']} x {c['side']}" for c in cams))
     lines = ["## Error gallery", "", ". ".join(said) + ". Each row below is one confusion, true \u2192 predicted, most frequent first, "
-             "with its most confident errors: the image as the model saw it, then where the FP32 model looked (Grad-CAM for the "
-             f"predicted class, Captum's `LayerGradCam` at `{cam['layer']}`, {cam['side']} x {cam['side']} cells). "
+             "with its most confident errors: the image as the model saw it, then where the FP32 model looked: Grad-CAM for the "
+             "predicted class (Captum's `LayerGradCam`) at " + " and ".join(f"`{c['layer']}` of {c['model']}" for c in cams) + f", {sides} cells. "
              "The shipped model's card: [MODEL_CARD.md](MODEL_CARD.md).", ""]
     for v, e in g["models"].items():
         if e.get("figure"): lines += [f"![{v} errors]({e['figure']})", ""]
