@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import confusion_matrix
 
 from .data import normalize
 from .files import atomic_write, model_card_paths, write_json
@@ -70,7 +71,6 @@ def error_rows(y_true, y_pred, # labels and predictions of the test split
                classes:list, max_rows:int=6, per_row:int=4) -> list[dict]:
     "The gallery's rows: the `max_rows` most frequent confusions, each with its `per_row` most confident errors (test indices)."
     y_true, y_pred, confidence = np.asarray(y_true), np.asarray(y_pred), np.asarray(confidence)
-    from sklearn.metrics import confusion_matrix
     rows = confusion_pairs(confusion_matrix(y_true, y_pred, labels=range(len(classes))), classes)[:max_rows]
     for r in rows:
         idx = np.flatnonzero((y_true == classes.index(r["true"])) & (y_pred == classes.index(r["pred"])))
