@@ -320,7 +320,11 @@ def write_report(metrics:dict, report_dir) -> Path:
     sp = metrics.get("speedups", {})
     lines = [f"# FabGuard report: {metrics['dataset']} ({metrics['profile']} profile)", "",
              f"Generated {metrics['created']} by `fabguard study --dataset {metrics['dataset']} --profile {metrics['profile']}`. "
-             f"Every number below comes from `metrics.json`, measured in that run.", "", "## The answers", ""]
+             f"Every number below comes from `metrics.json`, measured in that run.", ""]
+    if metrics.get("gallery"):  # 04a_gallery's error gallery opens the report
+        from fabguard.explain import gallery_md
+        lines += gallery_md(metrics)
+    lines += ["## The answers", ""]
     lines += [f"- {a}" for a in answers(metrics)] + ["",
              "## Variants", "", headline_table(metrics), "",
              "Latency: ONNX Runtime or PyTorch on the CPU, batch 1, p50/p99 over "

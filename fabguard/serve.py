@@ -15,19 +15,20 @@ import numpy as np
 from PIL import Image
 from scipy.special import softmax
 from scipy.stats import ks_2samp
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tqdm.auto import tqdm
 
 import fabguard
-from .files import MB, ImageError, read_image, sha256_file
+from .files import MB, ImageError, model_card_paths, read_image, sha256_file
 from .runtime import ort_logits, ort_session
 
 # %% auto #0
 __all__ = ['DRIFT_FEATURES', 'Engine', 'PredictionLog', 'read_log', 'build_reference', 'load_reference', 'detect_drift',
-           'format_drift', 'ServiceStats', 'study_metrics', 'UploadLimit', 'create_app', 'background_server', 'serve']
+           'format_drift', 'ServiceStats', 'study_metrics', 'read_model_card', 'UploadLimit', 'create_app',
+           'background_server', 'serve']
 
 # %% ../nbs/05_serve.ipynb #0fced471
 class Engine:
@@ -244,6 +245,22 @@ def study_metrics(path, variant:str) -> dict|None:
     return None if mod is None else {"dataset": m.get("dataset"), "profile": m.get("profile"), "created": m.get("created"),
                                      "cpu": m.get("env", {}).get("cpu"), **{k: mod[k] for k in keep if k in mod}}
 
+# %% ../nbs/05_serve.ipynb #a4c1d2e2
+def read_model_card(path, # the served .onnx
+                    sha256:str, # the served file's sha256
+                   ) -> tuple[dict, str]: # (the card's JSON, its Markdown)
+    "The model card beside `path`, checked against the served file's sha256."
+    js, md = model_card_paths(path)
+    if not (js.is_file() and md.is_file()):
+        raise FileNotFoundError(f"no model card beside {Path(path).name} (expected {js.name} and {md.name}, written by `fabguard study`)")
+    try: card = json.loads(js.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{js}: not JSON ({e})") from None
+    if (card.get("model") or {}).get("sha256") != sha256:
+        raise ValueError(f"{js.name} describes another file (sha256 {str((card.get('model') or {}).get('sha256'))[:12]}, "
+                         f"served {sha256[:12]}); rerun the study that exported {Path(path).name}")
+    return card, md.read_text()
+
+
 # %% ../nbs/05_serve.ipynb #56d7155a
 def _status_of(e:ImageError) -> int:
     return 415 if "not an image" in str(e) or "unsupported format" in str(e) else 400
@@ -281,11 +298,13 @@ def create_app(model, # a .onnx path or an `Engine`
                max_files:int=64, # images per request
                threads:int|None=1, # ONNX Runtime intra-op threads when `model` is a path
               ):
-    "The FastAPI service: POST /predict, GET /health, /model_info, /metrics, /docs."
+    "The FastAPI service: POST /predict, GET /health, /model_info, /model_card, /metrics, /docs."
     engine = model if isinstance(model, Engine) else Engine(model, threads=threads)
     log = PredictionLog(db) if db else None
     study = study_metrics(metrics, engine.variant) if metrics else None
     if study and "sha256" in study: study["sha256_matches"] = study["sha256"] == engine.sha256
+    try: card, card_error = read_model_card(engine.path, engine.sha256), None
+    except (FileNotFoundError, ValueError) as e: card, card_error = None, str(e)
     stats = ServiceStats()
     app = FastAPI(title="FabGuard", version=fabguard.__version__, description="Defect classification of fab and PCB micrographs.")
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * MB),
@@ -333,7 +352,14 @@ def create_app(model, # a .onnx path or an `Engine`
     def model_info():
         return {"fabguard_version": fabguard.__version__, "variant": engine.variant, "arch": engine.meta.get("arch"),
                 "file": engine.path.name, "sha256": engine.sha256, "source_sha256": engine.meta.get("source_sha256"),
-                "classes": engine.classes, "good_class": engine.good_class, "img_size": engine.img_size, "mean": engine.mean, "std": engine.std, "study": study}
+                "classes": engine.classes, "good_class": engine.good_class, "img_size": engine.img_size, "mean": engine.mean, "std": engine.std, "study": study,
+                "model_card": "/model_card" if card else None}
+
+    @app.get("/model_card", summary="The model card the study wrote beside the .onnx (JSON; Markdown with Accept: text/markdown)")
+    def model_card(request: Request):
+        if card is None: raise HTTPException(404, card_error)
+        if "text/markdown" in request.headers.get("accept", ""): return PlainTextResponse(card[1], media_type="text/markdown")
+        return card[0]
 
     @app.get("/metrics", summary="Requests, latency percentiles and class histogram since start")
     def metrics_(): return stats.snapshot()

@@ -17,7 +17,7 @@ __all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'load_prof
 
 # %% ../nbs/06_study.ipynb #5191c9b3
 PROFILES = ("smoke", "quick", "full")
-STUDY_NOTEBOOKS = ("00_data", "01_teacher", "02_distill", "03_quantize", "03a_prune", "04_benchmark")  # executed in this order by `fabguard study`
+STUDY_NOTEBOOKS = ("00_data", "01_teacher", "02_distill", "03_quantize", "03a_prune", "04_benchmark", "04a_gallery")  # executed in this order by `fabguard study`
 RUNNER_KEYS = ("dataset", "profile", "run_dir", "report_dir", "good_class")  # set by the runner, not by profiles
 
 
