@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/benchmark.html.md"""
 
 # %% ../nbs/04_benchmark.ipynb #f5b37890
 from __future__ import annotations
-import json, os, platform
+import json, os, platform, re
 from pathlib import Path
 
 import numpy as np
@@ -346,8 +346,9 @@ def _steps_md(st:dict) -> list:
                   f"{r['p99_ms']:.3f} | {r['speedup_vs_student_fp32']:.2f}x | {r['speedup_vs_own_fp32']:.2f}x |" for r in q["int8_table"]]
         lines += ["", f"The shipping rule: the fastest INT8 model within {q['params']['f1_tolerance']:g} test macro-F1 of the FP32 seed "
                   f"student (`student.pt`) whose file fits {q['params']['max_int8_mb']:g} MB (read on the test split, as the rule is defined; "
-                  "validation macro-F1 beside it). " + q["shipped"]["why"]]
-        lines += [f"The best of `{s}` by the same rule: {b['why']}" for s, b in q["best_int8"].items() if s != q["shipped"]["student"]]
+                  "validation macro-F1 beside it). Shipped as `student_int8.onnx`: " + q["shipped"]["why"]]
+        lines += ["", *(f"The best of `{s}` by the same rule, as `{s}_best_int8.onnx`: {b['why']}" for s, b in q["best_int8"].items()
+                        if s != q["shipped"]["student"])]
         lines += ["", f"In 03's run: {g['int8_mb']:.2f} MB (goal at most {q['params']['max_int8_mb']:g} MB: {yes(g['int8_mb_ok'])}), test macro-F1 "
                   f"{-g['f1_drop_test']:+.3f} against the FP32 seed student ({yes(g['f1_ok'])}), {g['speedup_vs_student_fp32']:.2f}x its FP32 ONNX "
                   f"(goal {g['speedup_goal']:g}x: {yes(g['speedup_ok'])})."]
@@ -424,6 +425,9 @@ def answers(metrics:dict) -> list[str]:
     return out
 
 
+def _ratio_name(k:str) -> str: return re.sub(r"_(\d+)px$", r" at \1 px", k).replace("_vs_", " vs ")  # a `speedups` key, for a reader
+
+
 def write_report(metrics:dict, report_dir) -> Path:
     "REPORT.md (and REPORT.html) from metrics.json's content alone."
     import mistune
@@ -440,7 +444,7 @@ def write_report(metrics:dict, report_dir) -> Path:
              "throughput at batch 32 and 2 threads. Sizes here and below in MB = 10^6 bytes.", ""]
     if sp:
         lines += ["## Speed-ups (p50, batch 1, 1 thread, same run)", "", "| ratio | value |", "|---|---|"]
-        lines += [f"| {k.replace('_vs_', ' vs ')} | {v:.2f}x |" for k, v in sp.items()] + [""]
+        lines += [f"| {_ratio_name(k)} | {v:.2f}x |" for k, v in sp.items()] + [""]
     if any("latency" in m for m in models.values()):
         sizes = other_sizes(metrics)
         lines += ["## Latency by runtime and image size (batch 1, 1 thread, one interleaved run)", "",

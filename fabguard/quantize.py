@@ -142,7 +142,7 @@ def check_parity(model, onnx_path, x:torch.Tensor, # uint8 images of the split
                           f"x max |logit| of the image); {r['other_flips']} top-1 flips beyond near-ties")
     return r
 
-# %% ../nbs/03_quantize.ipynb #7cb0ab3e
+# %% ../nbs/03_quantize.ipynb #f3aa4caa
 def upsample(x:torch.Tensor, # uint8 images N x 3 x S x S
              size:int, # the new side, in pixels
              batch_size:int=256) -> torch.Tensor:
@@ -282,7 +282,7 @@ def _conv_kinds(*protos:onnx.ModelProto) -> dict:
             for name in [n.name, n.output[0]] + [x for c in acts for x in (c.name, c.output[0])]: out[name] = kind
     return out
 
-# %% ../nbs/03_quantize.ipynb #dc18c198
+# %% ../nbs/03_quantize.ipynb #82646314
 def choose_int8(table, # pandas DataFrame, one row per INT8 model (index: its name): test_macro_f1, mb, p50_ms
                 ref_f1:float, # test macro-F1 of the FP32 reference (the distilled seed student)
                 f1_tolerance:float=0.01, max_mb:float=1.8) -> dict:
@@ -295,10 +295,10 @@ def choose_int8(table, # pandas DataFrame, one row per INT8 model (index: its na
     r = table.loc[chosen]; size = f"fits {max_mb:g} MB" if len(fits) else f"(no model fits {max_mb:g} MB)"
     facts = (f"test macro-F1 {r.test_macro_f1:.4f} ({r.test_macro_f1 - ref_f1:+.4f} against the FP32 seed student's {ref_f1:.4f}), "
              f"p50 {r.p50_ms:.3f} ms at batch 1, 1 thread, {r.mb:.2f} MB")
-    why = (f"{chosen} ships: the fastest of the {len(ok)} INT8 models (of {len(table)}) within {f1_tolerance:g} test macro-F1 of "
-           f"the FP32 seed student whose file {size}; {facts}." if len(ok) else
-           f"{chosen} ships: no INT8 model (of {len(table)}) whose file {size} is within {f1_tolerance:g} test macro-F1 of the FP32 "
-           f"seed student, so the most accurate one does; {facts}.")
+    why = (f"{chosen}, the fastest of the {len(ok)} INT8 models (of {len(table)}) within {f1_tolerance:g} test macro-F1 of "
+           f"the FP32 seed student whose file {size}: {facts}." if len(ok) else
+           f"{chosen}, the most accurate INT8 model, since none (of {len(table)}) whose file {size} is within {f1_tolerance:g} test "
+           f"macro-F1 of the FP32 seed student: {facts}.")
     return {"chosen": chosen, "rule": "fastest within tolerance" if len(ok) else "none within tolerance: the most accurate",
             "within": list(ok.index), "why": why}
 

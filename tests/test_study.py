@@ -54,3 +54,10 @@ def test_smoke_study_synthetic(tmp_path):
     pipe = json.loads((run / "data_metrics.json").read_text())["pipeline"]
     assert pipe["batched_augment_ips"] > 0 and pipe["per_image_v2_ips"] > 0
     assert "## Time to accuracy" in (rep / "REPORT.md").read_text()
+    # 03/04: the shipped INT8 student of either architecture, every ONNX variant timed at the study's size and at 224 px
+    i8, minimal = m["models"]["student_int8"], (run / "student_minimal.pt").exists()
+    assert i8["arch"] in ("mobilenet_v3_small", "mobilenet_v3_small_minimal") and set(i8["latency"]["onnxruntime"]) == {"64", "224"}
+    assert ("student_minimal_onnx" in m["models"]) == minimal and (run / "student_int8_224.onnx").exists()
+    assert m["goals"]["vs_teacher_onnx"] > 0 and "student_int8_vs_teacher_onnx_224px" in m["speedups"]
+    q = json.loads((run / "quant_metrics.json").read_text())
+    assert set(q["sensitivity"]) == ({"student", "student_minimal"} if minimal else {"student"}) and q["shipped"]["why"]
