@@ -101,7 +101,9 @@ def load_variants(run_dir, img_size:int) -> dict:
                             meta["mean"], meta["std"], meta["arch"])
     qm = run_dir / "quant_metrics.json"
     if not qm.exists(): raise FileNotFoundError(f"{qm}: missing; run notebook 03 first")
-    for name, v in json.loads(qm.read_text())["onnx_variants"].items():
+    listed = json.loads(qm.read_text()).get("onnx_variants")
+    if listed is None: raise FileNotFoundError(f"{qm}: written by an older notebook 03 (no onnx_variants); run notebook 03 again")
+    for name, v in listed.items():
         files = {int(px): run_dir / f for px, f in v["files"].items()}
         for f in files.values():
             if not f.exists(): raise FileNotFoundError(f"{f}: missing; run notebook 03 first")
@@ -140,7 +142,10 @@ def benchmark(variants:dict, # name -> Variant
              ) -> dict: # name -> metrics (DESIGN.md schema)
     "Accuracy, size and latency of every variant, latencies interleaved in one run."
     from fabguard.train import compute_metrics
-    res, img = {}, x_test.shape[-1]
+    res, img, x1 = {}, x_test.shape[-1], x_test[:1]
+    targets = targets if targets is not None else latency_targets(variants, {img: x1}, img)
+    unknown = sorted({n for n, _, _ in targets} - set(variants))
+    if unknown: raise ValueError(f"latency targets {unknown}: not variants of this benchmark")
     for name, v in variants.items():
         logits = torch.from_numpy(v.logits(x_test)); pred = logits.argmax(1).numpy()
         m = compute_metrics(y_test, logits, classes)
@@ -150,10 +155,6 @@ def benchmark(variants:dict, # name -> Variant
             res[name]["per_group"] = {g: {k: compute_metrics(y_test[groups == g], logits[groups == g], classes)[k] for k in ("accuracy", "macro_f1")}
                                       for g in sorted(set(groups))}
         res[name].update(arch=v.arch, confusion=m["confusion"], params=v.params, flops=v.flops, file_mb=round(v.file_mb, 4), sha256=sha256_file(v.path))
-    x1 = x_test[:1]
-    targets = targets if targets is not None else latency_targets(variants, {img: x1}, img)
-    unknown = sorted({n for n, _, _ in targets} - set(res))
-    if unknown: raise ValueError(f"latency targets {unknown}: not variants of this benchmark")
     for (n, rt, px), r in latency(targets, runs, warmup).items():
         res[n].setdefault("latency", {}).setdefault(rt, {})[str(px)] = {f"{q}_ms": round(r[q], 4) for q in ("p50", "p90", "p99", "mean")}
     for n, v in variants.items():
