@@ -53,7 +53,7 @@ def test_smoke_study_synthetic(tmp_path):
     st = m["steps"]
     assert st["teacher"]["recipe"]["name"] == "budget" and "0.8" in st["teacher"]["seconds_to"]
     assert st["distill"]["findings"] and st["distill"]["paired_difference"]["n_seeds"] == 1
-    assert set(st["time_to_accuracy"]) == {"teacher", "student_kd", "student_scratch"} and "pruning" in st
+    assert set(st["time_to_accuracy"]) == {"teacher", "student_kd", "student_scratch", "student_minimal"} and "pruning" in st
     run = tmp_path / "artifacts" / "synthetic-smoke"
     pipe = json.loads((run / "data_metrics.json").read_text())["pipeline"]
     assert pipe["batched_augment_ips"] > 0 and pipe["per_image_v2_ips"] > 0
@@ -65,3 +65,10 @@ def test_smoke_study_synthetic(tmp_path):
     assert set(g["models"]) == {"student_int8", "teacher_onnx"} and all((rep / e["figure"]).exists() for e in [*g["models"].values(), g["disagreement"]])
     assert all("f1_ci95" in v for v in m["models"]["student_int8"]["per_class"].values())
     assert (rep / "MODEL_CARD.md").read_text().startswith("# Model card: `student_int8.onnx`")
+    # 03/04: the shipped INT8 student of either architecture, every ONNX variant timed at the study's size and at 224 px
+    i8, minimal = m["models"]["student_int8"], (run / "student_minimal.pt").exists()
+    assert i8["arch"] in ("mobilenet_v3_small", "mobilenet_v3_small_minimal") and set(i8["latency"]["onnxruntime"]) == {"64", "224"}
+    assert ("student_minimal_onnx" in m["models"]) == minimal and (run / "student_int8_224.onnx").exists()
+    assert m["goals"]["vs_teacher_onnx"] > 0 and "student_int8_vs_teacher_onnx_224px" in m["speedups"]
+    q = json.loads((run / "quant_metrics.json").read_text())
+    assert set(q["sensitivity"]) == ({"student", "student_minimal"} if minimal else {"student"}) and q["shipped"]["why"]
