@@ -17,9 +17,9 @@ from .files import atomic_write, model_card_paths, write_json
 
 # %% auto #0
 __all__ = ['SHIPPED', 'FP32_STUDENT', 'CARD_ROLES', 'CAM_MIN_SIDE', 'cam_layer', 'grad_cam', 'confusion_pairs', 'error_rows',
-           'plot_error_gallery', 'disagreements', 'plot_disagreements', 'per_class_ci', 'model_file_info',
-           'int8_deltas', 'model_card', 'card_markdown', 'write_model_card', 'error_gallery', 'disagreement_gallery',
-           'gallery_md']
+           'plot_error_gallery', 'disagreements', 'plot_disagreements', 'per_class_ci', 'fp32_source',
+           'model_file_info', 'int8_deltas', 'model_card', 'card_markdown', 'write_model_card', 'error_gallery',
+           'disagreement_gallery', 'gallery_md']
 
 # %% ../nbs/04a_gallery.ipynb #1881048d
 def cam_layer(model:torch.nn.Module, # a torchvision EfficientNet or MobileNetV3 (its blocks in `model.features`)
@@ -162,7 +162,15 @@ def per_class_ci(y_true, y_pred, classes:list, level:float=0.95, n_resamples:int
 SHIPPED, FP32_STUDENT = "student_int8", "student_onnx"
 CARD_ROLES = {"student_int8": "the shipped model, the distilled student quantized to INT8 (ONNX Runtime static quantization)",
               "student_onnx": "the distilled student in FP32, the INT8 model's source and accuracy reference",
+              "student_minimal_onnx": "the INT8-friendly minimalistic student (no squeeze-excitation, ReLU, 3x3 kernels) in FP32",
               "teacher_onnx": "the teacher (FP32) the student was distilled from"}
+
+
+def fp32_source(metrics:dict, int8:str=SHIPPED) -> str:
+    "The FP32 ONNX variant exported from the checkpoint `int8` was quantized from (same source sha256 in `model_files`)."
+    mf = metrics.get("model_files") or {}; src = (mf.get(int8) or {}).get("source_sha256")
+    hits = [v for v, m in mf.items() if v != int8 and "int8" not in v and src and m.get("source_sha256") == src]
+    return hits[0] if hits else FP32_STUDENT
 
 
 def model_file_info(path) -> dict:
@@ -173,8 +181,9 @@ def model_file_info(path) -> dict:
             ("arch", "variant", "source_sha256", "img_size", "input_format", "mean", "std", "classes", "good_class")}}
 
 
-def int8_deltas(metrics:dict, int8:str=SHIPPED, fp32:str=FP32_STUDENT) -> dict:
-    "The INT8 model against its FP32 source, from `metrics.json`: differences, size ratio, speed-up, label changes."
+def int8_deltas(metrics:dict, int8:str=SHIPPED, fp32:str|None=None) -> dict:
+    "The INT8 model against its FP32 source (default: `fp32_source`), from `metrics.json`: differences, size ratio, speed-up, label changes."
+    fp32 = fp32 or fp32_source(metrics, int8)
     a, b = metrics["models"][fp32], metrics["models"][int8]
     lat = lambda m: m["latency_ms"]["b1_t1"]["p50"]
     out = {"reference": fp32, "values": {n: {**{k: m[k] for k in ("accuracy", "macro_f1", "ece", "file_mb")}, "p50_ms_b1_t1": lat(m)}
@@ -203,7 +212,7 @@ def _intended_use(card:dict) -> list:
     if mo["shipped"]:
         out.append("Inspection triage on a CPU (`fabguard predict`, `fabguard serve`): flag images for a person to review, "
                    "most doubtful first; not unattended accept/reject decisions at the error rates below.")
-    elif mo["variant"] == FP32_STUDENT:
+    elif mo["variant"].startswith("student") and "int8" not in mo["variant"]:
         out.append("The INT8 model's FP32 source and accuracy reference; deployable where INT8 kernels are slow or missing.")
     else: out.append("A reference: it measures what the small model gives up; it is not the shipped model.")
     if card["dataset"] == "synthetic":
@@ -238,14 +247,14 @@ def _limits(card:dict) -> list:
 
 
 def model_card(metrics:dict, # `metrics.json` as 04_benchmark and this notebook wrote it
-               variant:str, # one of `bench.ONNX_VARIANTS`
+               variant:str, # an ONNX variant of 03 (`quant_metrics.json` onnx_variants)
                top:int=5, # confusions listed
               ) -> dict:
     "The model card of `variant` (JSON), every figure from `metrics`."
     m, mf, d, env = metrics["models"][variant], metrics["model_files"][variant], metrics["data"], metrics["env"]
     classes = list(m["per_class"]); g = d.get("good_class")
     card = {"format": "fabguard-model-card/1", "dataset": metrics["dataset"], "profile": metrics["profile"], "created": metrics["created"],
-            "model": {"file": mf["file"], "variant": variant, "role": CARD_ROLES.get(variant, variant), "shipped": variant == SHIPPED,
+            "model": {"file": mf["file"], "variant": variant, "role": CARD_ROLES.get(variant, "the best INT8 model of the student that did not ship" if variant.endswith("_best_int8") else variant), "shipped": variant == SHIPPED,
                       "arch": mf["arch"], "sha256": m["sha256"], "source_sha256": mf["source_sha256"], "file_mb": m["file_mb"],
                       "params": m["params"], "flops": m["flops"], "img_size": mf["img_size"], "input_format": mf["input_format"],
                       "mean": mf["mean"], "std": mf["std"]},
@@ -258,7 +267,7 @@ def model_card(metrics:dict, # `metrics.json` as 04_benchmark and this notebook 
         cm, gi = np.asarray(m["confusion"]), classes.index(g)
         card["screening"] = {"good_class": g, "defective": int(cm.sum() - cm[gi].sum()), "missed": int(cm[:, gi].sum() - cm[gi, gi]),
                              "good": int(cm[gi].sum()), "false_alarms": int(cm[gi].sum() - cm[gi, gi])}
-    if variant == SHIPPED and FP32_STUDENT in metrics["models"]: card["int8"] = int8_deltas(metrics)
+    if variant == SHIPPED and fp32_source(metrics) in metrics["models"]: card["int8"] = int8_deltas(metrics)
     card["intended_use"], card["limits"] = _intended_use(card), _limits(card)
     return card
 
