@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/edge.html.md"""
 
 # %% ../nbs/03c_edge.ipynb #f3ad5b4c
 from __future__ import annotations
-import contextlib, importlib.util, json, os, re, sys, tempfile, threading, warnings
+import contextlib, importlib.util, io, json, os, re, sys, tempfile, threading, warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -42,12 +42,12 @@ def _portable_lib(path=None):
 
 @contextlib.contextmanager
 def _native_log():
-    "Keep what ExecuTorch's C++ code writes to stderr (its log lines: CPU probing, thread pool, load errors) out of the output; yields a call returning its last line."
+    "Keep ExecuTorch's log lines (CPU probing, thread pool, load errors; its bindings write them to `sys.stderr`, its C++ code may write to fd 2) out of the output; yields a call returning the last one."
     sys.stderr.flush()
-    with tempfile.TemporaryFile() as f:
+    with tempfile.TemporaryFile() as f, contextlib.redirect_stderr(io.StringIO()) as py:
         saved = os.dup(2); os.dup2(f.fileno(), 2)
         def last_line():
-            f.seek(0); lines = [l for l in f.read().decode(errors="replace").splitlines() if l.strip()]
+            f.seek(0); lines = [l for l in f.read().decode(errors="replace").splitlines() + py.getvalue().splitlines() if l.strip()]
             return re.sub(r"^\[[\w.]+:\d+\] ", "", lines[-1]) if lines else ""  # without its "[program.cpp:168] "
         try: yield last_line
         finally: os.dup2(saved, 2); os.close(saved)
@@ -105,10 +105,11 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
     "Export `model` behind its normalization to an ExecuTorch program delegated to XNNPACK (uint8 N x 3 x S x S in, logits out), FP32 or INT8 (PT2E), with its sidecar."
     import onnx, torch
     from torch.export import Dim, export
+    from fabguard.quantize import QuantizeError, _Normalized, set_metadata
+    _portable_lib(path)  # ExecuTorch's runtime bindings first: imported without their "experimental" warning
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from executorch.runtime import Runtime
-    from fabguard.quantize import QuantizeError, _Normalized, set_metadata
     path, s = Path(path), int(img_size)
     if path.suffix != ".pte": raise QuantizeError(f"{path}: an ExecuTorch program's name must end in .pte")
     meta = {**meta, "img_size": s}
