@@ -77,7 +77,7 @@ def _drift(a):
     return 1 if any(r["drift"] for r in res) else 0
 
 
-_EXTRA = {"data": "study", "study": "study", "predict": "serve", "serve": "serve", "drift": "serve"}  # the extra each command needs
+_EXTRA = {"data": "study", "study": "study", "predict": "serve", "serve": "serve", "drift": "serve"}  # the extra each command needs (a .pte: edge)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,21 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--force", action="store_true", help="rerun steps whose inputs are unchanged")
     st.add_argument("--good-class", default=None, metavar="NAME", help=good_help)
     st.set_defaults(func=_study)
-    pr = sub.add_parser("predict", help="classify images or folders of images with an ONNX model")
+    pr = sub.add_parser("predict", help="classify images or folders of images with a model (.onnx or .pte)")
     pr.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files and folders (searched recursively)")
-    pr.add_argument("--model", required=True, type=Path, help="the .onnx model (FP32 or INT8) exported by the study")
+    pr.add_argument("--model", required=True, type=Path, help="a model the study exported: .onnx (ONNX Runtime) or .pte (ExecuTorch, beside its .pte.json)")
     pr.add_argument("--json", action="store_true", help="one JSON object per image (JSON lines)")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
+    pr.add_argument("--threads", type=int, default=None, help="the runtime's threads (default: one per core)")
     pr.add_argument("--progress", action="store_true", help="progress bar also for files named one by one (folders always show one)")
     pr.set_defaults(func=_predict)
     sv = sub.add_parser("serve", help="serve a model over HTTP (FastAPI + uvicorn; docs at /docs)")
-    sv.add_argument("--model", required=True, type=Path)
+    sv.add_argument("--model", required=True, type=Path, help=".onnx or .pte model")
     sv.add_argument("--host", default="127.0.0.1"); sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--db", type=Path, default=None, help="SQLite prediction log (default: none)")
     sv.add_argument("--metrics", type=Path, default=None, help="the study's metrics.json, shown by /model_info")
     sv.add_argument("--max-upload-mb", type=float, default=20, help="largest request body accepted, in MB = 10^6 bytes (default 20)")
-    sv.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per request (default 1)")
+    sv.add_argument("--threads", type=int, default=1, help="the runtime's threads (default 1)")
     sv.set_defaults(func=_serve)
     dr = sub.add_parser("drift", help="KS drift tests of logged predictions against the study's reference; exit 1 on drift")
     dr.add_argument("--db", required=True, type=Path, help="the service's SQLite prediction log")
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     try: rc = a.func(a)
     except ModuleNotFoundError as e:  # an optional dependency not installed: say which extra brings it
         if not e.name or e.name.split(".")[0] == "fabguard": raise
-        extra = _EXTRA[a.command]
+        extra = "edge" if e.name.split(".")[0] == "executorch" else _EXTRA[a.command]
         print(f"fabguard: error: `fabguard {a.command}` needs {e.name}, which the {extra} extra installs: pip install 'fabguard[{extra}]'",
               file=sys.stderr); return 2
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # user mistakes: one line, no traceback

@@ -17,7 +17,7 @@ __all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'load_prof
 
 # %% ../nbs/06_study.ipynb #5191c9b3
 PROFILES = ("smoke", "quick", "full")
-STUDY_NOTEBOOKS = ("00_data", "01_teacher", "02_distill", "03_quantize", "03a_prune", "04_benchmark", "04a_gallery")  # executed in this order by `fabguard study`
+STUDY_NOTEBOOKS = ("00_data", "01_teacher", "02_distill", "03_quantize", "03a_prune", "03c_edge", "04_benchmark", "04a_gallery")  # executed in this order by `fabguard study`
 RUNNER_KEYS = ("dataset", "profile", "run_dir", "report_dir", "good_class")  # set by the runner, not by profiles
 
 
@@ -125,7 +125,7 @@ def run_study(profile:str="quick", # smoke | quick | full
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
     previous = folder_fingerprint(dataset_arg) if Path(dataset_arg).is_dir() else dataset_arg
     t_all = time.perf_counter()
-    times_path = report_dir / "study_times.json"  # seconds per notebook, written after each step (04 reports 00..03a)
+    times_path = report_dir / "study_times.json"  # seconds per notebook, written after each step (04 reports 00..03c)
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for i, name in enumerate(notebooks, 1):
         src = root / "nbs" / f"{name}.ipynb"

@@ -27,7 +27,7 @@ def test_study_on_own_folder(tmp_path):
     assert list(m["models"]["student_int8"]["per_class"]) == ["clean", "scratch", "stain"]  # classes from the folders
     assert "student_int8" in (rep / "REPORT.md").read_text() and (rep / "REPORT.html").exists()
     assert sorted(p.name for p in (rep / "executed").glob("*.ipynb")) == [f"{n}.ipynb" for n in ("00_data", "01_teacher", "02_distill", "03_quantize",
-                                                                                                   "03a_prune", "04_benchmark", "04a_gallery")]
+                                                                                                   "03a_prune", "03c_edge", "04_benchmark", "04a_gallery")]
     # the no-defect class: `clean`, picked by its name, from the manifest through the checkpoints into every ONNX file
     run = tmp_path / "artifacts" / "lot-smoke"
     assert json.loads((run / "manifest.json").read_text())["good_class"] == "clean" and m["data"]["good_class"] == "clean"
