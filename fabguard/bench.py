@@ -23,7 +23,7 @@ from .train import predict_logits, time_to_reach
 __all__ = ['INTERESTING_FLAGS', 'RUNTIMES', 'TORCH_VARIANTS', 'OPTIONAL_VARIANTS', 'SPEEDUP_PAIRS', 'INT8_GOALS', 'PAPER_ELPV',
            'machine_info', 'Variant', 'load_variants', 'accuracy_ci', 'latency_targets', 'benchmark', 'plot_pareto',
            'p50_at', 'other_sizes', 'speedups', 'headline_table', 'latency_table', 'int8_goals', 'paper_comparison',
-           'study_steps', 'answers', 'write_report']
+           'study_steps', 'answers', 'write_report', 'runtime_ranking', 'runtime_sentence']
 
 # %% ../nbs/04_benchmark.ipynb #12c05dc3
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -45,16 +45,16 @@ def machine_info() -> dict:
                          "onnxruntime": ort.__version__, "numpy": np.__version__, "fabguard": fabguard.__version__}}
 
 # %% ../nbs/04_benchmark.ipynb #e7b0125d
-RUNTIMES = {"torch": "pytorch", "onnx": "onnxruntime"}  # a Variant's kind -> the runtime named in metrics.json
+RUNTIMES = {"torch": "pytorch", "onnx": "onnxruntime", "pte": "executorch"}  # a Variant's kind -> the runtime named in metrics.json
 
 
 class Variant:
     "A model to benchmark: logits from a uint8 batch at a given thread count, plus its size facts."
-    def __init__(self, name, path, kind, # "torch" | "onnx"
+    def __init__(self, name, path, kind, # "torch" | "onnx" | "pte" (ExecuTorch)
                  model=None, params=None, flops=None,
                  mean=None, std=None, # a PyTorch model's normalization (an ONNX graph holds its own)
                  arch=None, # the architecture, as in the checkpoint's metadata
-                 files:dict|None=None, # image size -> .onnx of the same weights at another input size (ONNX variants)
+                 files:dict|None=None, # image size -> the same weights at another input size (ONNX and .pte variants)
                 ):
         self.name, self.path, self.kind, self.model, self.params, self.flops = name, Path(path), kind, model, params, flops
         self.mean, self.std, self.arch, self.files, self._sessions = mean, std, arch, dict(files or {}), {}
@@ -66,6 +66,9 @@ class Variant:
     def runner(self, x:np.ndarray, threads:int):
         "A no-argument callable computing the logits of `x` (uint8 N x 3 x S x S) at `threads` threads, normalization included."
         if self.kind == "onnx": return runner(self.session(threads), x)
+        if self.kind == "pte":
+            from fabguard.edge import pte_runner
+            return pte_runner(self.path, x, threads)
         xt = torch.from_numpy(x)
         def run():
             torch.set_num_threads(threads)
@@ -75,6 +78,9 @@ class Variant:
     def logits(self, x:np.ndarray, threads:int=2, batch_size:int=64) -> np.ndarray:
         "Logits of the uint8 images `x`, `batch_size` at a time."
         if self.kind == "onnx": return ort_logits(self.session(threads), x, batch_size)
+        if self.kind == "pte":  # ExecuTorch's pool is process-wide: accuracy at 1 thread leaves it as the latency runs want it
+            from fabguard.edge import pte_logits
+            return pte_logits(self.path, x, batch_size, threads=1)
         torch.set_num_threads(threads)
         return predict_logits(self.model, torch.from_numpy(x), self.mean, self.std, batch_size).numpy()
 
@@ -110,6 +116,15 @@ def load_variants(run_dir, img_size:int) -> dict:
         if img_size not in files: raise FileNotFoundError(f"{qm}: {name} has no {img_size}-px file; run notebook 03 first")
         src = out[v["source"]]
         out[name] = Variant(name, files.pop(img_size), "onnx", params=src.params, flops=src.flops, arch=v["arch"], files=files)
+    em = run_dir / "edge_metrics.json"  # 03c's ExecuTorch programs, where ExecuTorch is installed
+    if em.exists():
+        from fabguard.edge import available
+        for name, r in json.loads(em.read_text()).get("models", {}).items():
+            if not available(): break
+            for prec in ("fp32", "int8"):
+                v = f"{name}_{'int8_' if prec == 'int8' else ''}pte"; src = out[f"{name}_torch"]
+                files = {int(k.split("_")[1]): run_dir / f for k, f in r["files"].items() if k.startswith(prec + "_")}
+                out[v] = Variant(v, run_dir / r["files"][prec], "pte", params=src.params, flops=src.flops, arch=r["arch"], files=files)
     return out
 
 # %% ../nbs/04_benchmark.ipynb #66e2f5f1
@@ -129,7 +144,11 @@ def latency_targets(variants:dict, # name -> Variant
     out = {}
     for n, v in variants.items():
         out[(n, RUNTIMES[v.kind], img_size)] = v.runner(x1[img_size], threads)
-        for px, f in v.files.items(): out[(n, "onnxruntime", px)] = runner(ort_session(f, threads), x1[px])
+        for px, f in v.files.items():
+            if v.kind == "pte":
+                from fabguard.edge import pte_runner
+                out[(n, "executorch", px)] = pte_runner(f, x1[px], threads)
+            else: out[(n, "onnxruntime", px)] = runner(ort_session(f, threads), x1[px])
     return out
 
 
@@ -285,7 +304,7 @@ def study_steps(run_dir) -> dict:
     out = {}
     if t: out["teacher"] = {k: t.get(k) for k in ("arch", "pretrained", "best_epoch", "train_seconds", "throughput_ips", "recipe", "seconds_to")} | {"val_macro_f1": t["val"]["macro_f1"]}
     if d: out["distill"] = {k: d.get(k) for k in ("T", "alpha", "alpha_weights", "chosen_by", "goal", "seeds", "sweep", "train_seconds",
-                                                  "paired_difference", "findings", "teaching")}
+                                                  "paired_difference", "findings", "teaching", "teacher_ablation", "workers", "recipe")}
     if q: out["quantize"] = {k: q.get(k) for k in ("params", "students", "parity", "int8_table", "failed", "chosen", "rule", "shipped", "best_int8",
                                                    "goal", "profile_us", "profile_summary")} | {
         "sensitivity": {s: rows[:10] for s, rows in q.get("sensitivity", {}).items()}}  # each student's ten worst nodes
@@ -330,6 +349,11 @@ def _steps_md(st:dict) -> list:
         if d["sweep"]:
             lines += ["| T | alpha | val macro-F1 |", "|---|---|---|"] + [f"| {r['T']:g} | {r['alpha']:g} | {r['val_macro_f1']:.3f} |" for r in d["sweep"]]
             lines += ["", "![T x alpha](figures/02_kd_sweep.png)", ""]
+        if d.get("teacher_ablation"):
+            lines += ["A teacher fit to teach: the same teacher trained with and without label smoothing, and the seed student distilled from each.", "",
+                      "| teacher label smoothing | teacher test macro-F1 | student test macro-F1 | soft-target entropy at T | the study's teacher |",
+                      "|---|---|---|---|---|"] + [f"| {r['teacher_label_smoothing']:g} | {r['teacher_test_macro_f1']:.3f} | {r['student_test_macro_f1']:.3f} | "
+                                                f"{r['soft_target_entropy']:.2f} | {'yes' if r['study_teacher'] else 'no'} |" for r in d["teacher_ablation"]] + [""]
     if "quantize" in st:
         q = st["quantize"]; g = q["goal"]; yes = lambda b: "met" if b else "not met"
         lines += ["## Quantization (ONNX Runtime, static INT8)", "", _parity_md(q["parity"]), "",
@@ -414,6 +438,7 @@ def answers(metrics:dict) -> list[str]:
                    f"{gl['vs_student_onnx']:g}x the FP32 MobileNetV3-Small ONNX at {g['img_size']} px: {x(g['vs_student_onnx'])}, "
                    f"{yes(g['vs_student_onnx_ok'])}; at least {gl['vs_teacher_onnx']:g}x the FP32 EfficientNet-B0 ONNX at {g['deploy_px']} px: "
                    f"{x(g['vs_teacher_onnx'])}, {yes(g['vs_teacher_onnx_ok'])} (ONNX Runtime, p50, batch 1, 1 thread).")
+    if metrics.get("runtimes"): out.append("**Runtimes.** " + runtime_sentence(metrics["runtimes"]))
     if metrics.get("dataset") in ("elpv2", "elpv4") and "student_int8" in m:
         ref, (lo, hi) = max(PAPER_ELPV.values()), m["student_int8"]["accuracy_ci95"]
         where = "above" if lo > ref else "below" if hi < ref else "statistically level with"
@@ -457,6 +482,16 @@ def write_report(metrics:dict, report_dir) -> Path:
                       ", and every ONNX variant again at " + ", ".join(f"{px} px" for px in sizes) + " (the same weights with another input "
                       "size; speed only: each variant's accuracy is the one measured at the size it was trained at)" if sizes else "") + ".", "",
                   latency_table(metrics), ""]
+    rk = metrics.get("runtimes")
+    if rk and rk["rows"]:
+        img = rk["img_size"]; sizes = [k.removeprefix("p50_ms_") for k in rk["rows"][0] if k.startswith("p50_ms_")]
+        lines += ["## INT8 students on every runtime", "", runtime_sentence(rk) + (f" It ships as `{rk['shipped_pte']['file']}` beside the portable "
+                  "`student_int8.onnx`." if rk.get("shipped_pte") else ""), "",
+                  "| INT8 model | runtime | arch | test macro-F1 | vs FP32 seed student | within | MB | " + " | ".join(f"p50 ms {px} px" for px in sizes) + " |",
+                  "|---|---|---|---|---|---|---|" + "---|" * len(sizes)]
+        lines += [f"| {r['variant']} | {r['runtime']} | {r['arch']} | {r['macro_f1']:.3f} | {r['delta']:+.3f} | {'yes' if r['within'] else 'no'} | "
+                  f"{r['file_mb']:.2f} | " + " | ".join(_fmt(r[f'p50_ms_{px}']) for px in sizes) + " |" for r in rk["rows"]]
+        lines += ["", f"Accuracy at the trained {img} px; the other sizes are speed only.", ""]
     if metrics["dataset"] in ("elpv2", "elpv4"):
         lines += paper_comparison(metrics) + [""]
     lines += ["![Accuracy versus latency](figures/bench_pareto.png)", "",
@@ -481,3 +516,40 @@ def write_report(metrics:dict, report_dir) -> Path:
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style>" + html)
     return report_dir / "REPORT.md"
+
+# %% ../nbs/04_benchmark.ipynb #85da7907
+def runtime_ranking(metrics:dict, tolerance:float=0.01, # test macro-F1 an INT8 student may give up against `reference`
+                    reference:str="student_torch") -> dict:
+    "Every INT8 student on every runtime measured (ONNX Runtime, ExecuTorch): those within `tolerance` of the FP32 seed student, fastest first, and the teacher's fastest FP32 runtime per size."
+    m, img = metrics["models"], metrics["bench"]["img_size"]; ref = m[reference]["macro_f1"]
+    own = lambda v: next(iter(v.get("latency", {})), None)  # a variant's runtime: the one it was timed on
+    sizes = [img] + other_sizes(metrics, "onnxruntime")
+    rows = [{"variant": n, "runtime": own(v), "arch": v.get("arch"), "macro_f1": v["macro_f1"], "delta": v["macro_f1"] - ref,
+             "within": bool(ref - v["macro_f1"] <= tolerance), "file_mb": v["file_mb"], **{f"p50_ms_{px}": p50_at(v, own(v), px) for px in sizes}}
+            for n, v in m.items() if "int8" in n and not n.startswith("teacher") and own(v)]
+    rows.sort(key=lambda r: (not r["within"], r[f"p50_ms_{img}"] or np.inf))
+    teacher = {}
+    for px in sizes:
+        c = [(p50_at(v, own(v), px), n, own(v)) for n, v in m.items() if n.startswith("teacher") and own(v) and p50_at(v, own(v), px)]
+        if c: p, n, rt = min(c); teacher[str(px)] = {"variant": n, "runtime": rt, "p50_ms": p}
+    out = {"reference": reference, "reference_macro_f1": ref, "tolerance": tolerance, "img_size": img, "rows": rows, "teacher_fastest": teacher}
+    w = next((r for r in rows if r["within"]), None)
+    if w:
+        sp = {str(px): teacher[str(px)]["p50_ms"] / w[f"p50_ms_{px}"] for px in sizes if str(px) in teacher and w[f"p50_ms_{px}"]}
+        fp = p50_at(m["student_onnx"], "onnxruntime", img) if "student_onnx" in m else None
+        out["winner"] = dict(w, vs_teacher_fastest=sp, vs_student_onnx=fp / w[f"p50_ms_{img}"] if fp else None)
+    return out
+
+
+def runtime_sentence(rk:dict) -> str:
+    "What `runtime_ranking` found, in one sentence written from its numbers."
+    w, img = rk.get("winner"), rk["img_size"]
+    if not w: return (f"No INT8 student on any runtime measured stays within {rk['tolerance']:g} test macro-F1 of the FP32 seed student "
+                      f"({rk['reference_macro_f1']:.3f}).")
+    t = rk["teacher_fastest"]
+    return (f"The fastest INT8 student within {rk['tolerance']:g} test macro-F1 of the FP32 seed student ({rk['reference_macro_f1']:.3f}) on any "
+            f"runtime measured is `{w['variant']}` ({w['arch']}) on {w['runtime']}: {w['macro_f1']:.3f} macro-F1, {w[f'p50_ms_{img}']:.3f} ms at {img} px"
+            + (f", {w['vs_student_onnx']:.2f}x the FP32 MobileNetV3-Small ONNX" if w.get("vs_student_onnx") else "")
+            + "".join(f"; {x:.1f}x the teacher's fastest FP32 runtime at {px} px ({t[px]['variant']} on {t[px]['runtime']}, {t[px]['p50_ms']:.2f} ms)"
+                      for px, x in w["vs_teacher_fastest"].items()) + ".")
+
