@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write, sha256_file, write_json
+from .files import atomic_write, decode_metadata, sha256_file, write_json
 from .runtime import ModelFileError
 
 # %% auto #0
@@ -86,11 +86,7 @@ def read_sidecar(path) -> dict:
 
 def pte_metadata(path) -> dict:
     "A .pte's metadata from its checked sidecar: the ONNX fields, decoded as `quantize.onnx_metadata` does, and precision, max_batch, pte_sha256, executorch."
-    d = read_sidecar(path); m = dict(d["metadata"])
-    for k in ("classes", "mean", "std"):
-        if k in m: m[k] = json.loads(m[k])
-    if "img_size" in m: m["img_size"] = int(m["img_size"])
-    if "good_class" in m: m["good_class"] = m["good_class"] or None
+    d = read_sidecar(path); m = decode_metadata(d["metadata"])
     return {**m, **{k: d[k] for k in ("precision", "max_batch", "pte_sha256")}, "executorch": d.get("executorch")}
 
 # %% ../nbs/03c_edge.ipynb #53494869

@@ -14,7 +14,7 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['MB', 'ACCEPTED_FORMATS', 'MAX_SIDE', 'sha256_file', 'atomic_write', 'write_json', 'ImageError', 'read_image',
-           'model_card_paths']
+           'model_card_paths', 'decode_metadata']
 
 # %% ../nbs/00b_files.ipynb #d1a576a8
 MB = 10**6  # bytes in a megabyte: every size FabGuard reports is in MB = 10^6 bytes
@@ -94,4 +94,16 @@ def model_card_paths(onnx_path) -> tuple[Path, Path]:
     "The model card of an .onnx file: (`<stem>.model_card.json`, `<stem>.model_card.md`) in its folder."
     p = Path(onnx_path)
     return p.with_name(p.stem + ".model_card.json"), p.with_name(p.stem + ".model_card.md")
+
+
+# %% ../nbs/00b_files.ipynb #def2d421
+def decode_metadata(props:dict) -> dict:
+    "A model file's metadata strings (an .onnx's metadata_props, a .pte's sidecar) decoded: JSON lists, integer sizes, no-defect class or None."
+    d = dict(props)
+    for k in ("classes", "mean", "std"):
+        if k in d: d[k] = json.loads(d[k])
+    for k in ("img_size", "trained_img_size"):
+        if k in d: d[k] = int(d[k])
+    if "good_class" in d: d["good_class"] = d["good_class"] or None
+    return d
 

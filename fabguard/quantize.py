@@ -22,7 +22,7 @@ import fabguard
 from .data import normalize
 from .files import write_json
 from .synthetic import GOOD
-from .files import MB, atomic_write, sha256_file
+from .files import MB, atomic_write, decode_metadata, sha256_file
 from .runtime import INPUT, OUTPUT, ort_logits, ort_session
 from .train import predict_logits
 
@@ -56,13 +56,7 @@ def set_metadata(proto:onnx.ModelProto, meta:dict, variant:str, source_sha256:st
 
 def onnx_metadata(path) -> dict:
     "The metadata_props of an .onnx file, JSON fields decoded."
-    d = {p.key: p.value for p in load_onnx(path, check=False).metadata_props}
-    for k in ("classes", "mean", "std"):
-        if k in d: d[k] = json.loads(d[k])
-    for k in ("img_size", "trained_img_size"):
-        if k in d: d[k] = int(d[k])
-    if "good_class" in d: d["good_class"] = d["good_class"] or None
-    return d
+    return decode_metadata({p.key: p.value for p in load_onnx(path, check=False).metadata_props})
 
 
 def load_onnx(path, check:bool=True) -> onnx.ModelProto:
