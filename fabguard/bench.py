@@ -66,9 +66,10 @@ class Variant:
     def runner(self, x:np.ndarray, threads:int):
         "A no-argument callable computing the logits of `x` (uint8 N x 3 x S x S) at `threads` threads, normalization included."
         if self.kind == "onnx": return runner(self.session(threads), x)
-        if self.kind == "pte":
-            from fabguard.edge import pte_runner
-            return pte_runner(self.path, x, threads)
+        if self.kind == "pte":  # a program runs at most `max_batch` images per call: larger batches go in slices
+            from fabguard.edge import PteModel, pte_runner
+            m = PteModel(self.path, threads)
+            return pte_runner(self.path, x, threads) if len(x) <= m.max_batch else (lambda: m.logits(x))
         xt = torch.from_numpy(x)
         def run():
             torch.set_num_threads(threads)
