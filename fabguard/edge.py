@@ -29,17 +29,6 @@ def available() -> bool:
     except ModuleNotFoundError: return False
 
 
-def _portable_lib(path=None):
-    "ExecuTorch's runtime bindings; without them, one line naming the file and the extra that installs them."
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the bindings warn that their API is experimental
-            from executorch.extension.pybindings import portable_lib
-    except ImportError as e:
-        raise ModuleNotFoundError(f"{path or 'a .pte model'}: ExecuTorch cannot be imported ({e}): {INSTALL}", name="executorch") from None
-    return portable_lib
-
-
 @contextlib.contextmanager
 def _native_log():
     "Keep ExecuTorch's log lines (CPU probing, thread pool, load errors; its bindings write them to `sys.stderr`, its C++ code may write to fd 2) out of the output; yields a call returning the last one."
@@ -51,6 +40,18 @@ def _native_log():
             return re.sub(r"^\[[\w.]+:\d+\] ", "", lines[-1]) if lines else ""  # without its "[program.cpp:168] "
         try: yield last_line
         finally: os.dup2(saved, 2); os.close(saved)
+
+
+def _portable_lib(path=None):
+    "ExecuTorch's runtime bindings; without them, one line naming the file and the extra that installs them."
+    try:
+        importlib.import_module("torch")  # first and in the open: its log handlers must write to the real stderr
+        with warnings.catch_warnings(), _native_log():  # the bindings warn that their API is experimental; torch logs a deprecation
+            warnings.simplefilter("ignore")
+            from executorch.extension.pybindings import portable_lib
+    except ImportError as e:
+        raise ModuleNotFoundError(f"{path or 'a .pte model'}: ExecuTorch cannot be imported ({e}): {INSTALL}", name="executorch") from None
+    return portable_lib
 
 
 def set_threads(n:int|None, path=None):
