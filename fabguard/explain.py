@@ -206,7 +206,7 @@ def _what(dataset:str) -> str:
 
 def _intended_use(card:dict) -> list:
     mo, d = card["model"], card["data"]; g = d["good_class"]
-    out = [f"Classifies {mo['img_size']} x {mo['img_size']} px images of {_what(card['dataset'])} into {len(d['classes'])} classes "
+    out = [f"Classifies {mo['img_size']} x {mo['img_size']} px {_what(card['dataset'])} into {len(d['classes'])} classes "
            f"({', '.join(d['classes'])})" + (f"; `defect_detected` is true when the class is not `{g}`." if g else
                                               "; the data has no no-defect class, so `defect_detected` is null.")]
     if mo["shipped"]:
