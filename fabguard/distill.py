@@ -123,12 +123,13 @@ def soft_entropy(logits:torch.Tensor, T:float) -> float:
 
 
 def teacher_ablation(data:dict, teacher_meta:dict, # the study teacher's checkpoint metadata (its recipe as `fit` recorded it)
-                     ckpt, label_smoothing:float, progress:bool=True) -> tuple[nn.Module, dict]:
+                     ckpt, label_smoothing:float, augment:Augment=SEED_AUGMENT, # the study teacher's augmentation
+                     progress:bool=True) -> tuple[nn.Module, dict]:
     "A second teacher, trained like the study's (recipe, epochs, batches, seed) but with another label smoothing."
     rr = teacher_meta["recipe"]; r = dict({k: rr[k] for k in get_recipe("seed")}, label_smoothing=label_smoothing)
     seed_everything(rr["seed"]); model = recipe_model(teacher_meta["arch"], len(teacher_meta["classes"]), r)
     return model, fit(model, data, ckpt, dict(teacher_meta, recipe={}, metrics={}, epoch=0), recipe=r, epochs=rr["epochs"],
-                      batch_size=rr["batch_size"], patience=rr["patience"], seed=rr["seed"], progress=progress,
+                      batch_size=rr["batch_size"], patience=rr["patience"], seed=rr["seed"], augment=augment, progress=progress,
                       desc=f"teacher, label smoothing {label_smoothing:g}")
 
 
