@@ -6,6 +6,9 @@ Docs: https://github.com/fabguard/fabguard/distill.html.md"""
 
 # %% ../nbs/02_distill.ipynb #5cf2929f
 from __future__ import annotations
+import time
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -13,11 +16,12 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment
-from .train import CELoss, compute_metrics, fit, get_recipe, n_params, predict_logits, recipe_model, seed_everything
+from .files import sha256_file
+from .train import CELoss, compute_metrics, fit, gather_rows, get_recipe, make_meta, n_params, predict_logits, recipe_model, seed_everything
 
 # %% auto #0
-__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'macro_f1', 'paired_difference', 'distill_findings',
-           'count_flops', 'compare', 'plot_comparison']
+__all__ = ['KD_SWEEP', 'kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'macro_f1',
+           'paired_difference', 'distill_findings', 'count_flops', 'compare', 'plot_comparison']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -83,6 +87,47 @@ def train_student(data:dict, ckpt, meta:dict,
     kd = teacher is not None or (views is not None and views[1] is not None)
     loss = KDLoss(teacher, T, alpha, r["label_smoothing"]) if kd else CELoss(r["label_smoothing"])
     return model, fit(model, data, ckpt, dict(meta, arch=arch), recipe=r, seed=seed, loss_fn=loss, views=views, **fit_kw)
+
+
+# %% ../nbs/02_distill.ipynb #e41b8d27
+KD_SWEEP = {"T": (1.0, 2.0, 4.0, 8.0), "alpha": (0.5, 0.7, 0.9)}  # the grid of `kd_sweep`
+
+
+def train_students(scan, # the run's `DatasetScan`
+                   data:dict, run_dir, # the run directory holding teacher.pt; the students' checkpoints go there too
+                   teacher:nn.Module, teacher_meta:dict, # `load_checkpoint(run_dir / "teacher.pt")`
+                   T:float=4.0, alpha:float=0.7, # used unless the sweep chooses
+                   kd_sweep:bool=False, # first train the distilled student for every T and alpha of `KD_SWEEP`; keep the best on validation
+                   kd_seeds:int=1, # seeds of the distilled / scratch pair
+                   kd_views:int=0, # fixed augmented views scored once by the teacher (0: the teacher runs online)
+                   seed:int=0, epochs:int=10, batch_size:int=64, patience:int=5, recipe="budget",
+                   **fit_kw) -> dict:
+    "Every student of the study, trained into the study's checkpoints: the sweep (if asked), then the pair on every seed."
+    run_dir = Path(run_dir)
+    meta = make_meta("mobilenet_v3_small", scan.classes, data["train"][0].shape[-1], scan.hash, good_class=scan.good_class,
+                     teacher={"arch": teacher_meta["arch"], "epoch": teacher_meta["epoch"], "sha256": sha256_file(run_dir / "teacher.pt")})
+    fit_kw = dict(fit_kw, epochs=epochs, batch_size=batch_size, patience=patience, recipe=recipe)
+    t0 = time.perf_counter()
+    if kd_views:  # the teacher scores the views once; several processes share the views out
+        views = make_views(data["train"][0], kd_views, seed=seed)
+        cached = gather_rows(lambda v: view_logits(teacher, v, teacher_meta["mean"], teacher_meta["std"], batch_size * 4), views)
+        kd_src, sc_src = dict(views=(views, cached)), dict(views=(views, None))
+    else: kd_src, sc_src = dict(teacher=teacher), {}
+    teaching_s, sweep = time.perf_counter() - t0, []
+    if kd_sweep:
+        for T_ in KD_SWEEP["T"]:
+            for a_ in KD_SWEEP["alpha"]:
+                _, r = train_student(data, run_dir / "sweep" / f"student_T{T_:g}_a{a_:g}.pt", meta, T=T_, alpha=a_, seed=seed,
+                                     desc=f"T={T_:g} alpha={a_:g}", **kd_src, **fit_kw)
+                sweep.append({"T": T_, "alpha": a_, "val_macro_f1": r["best_val_macro_f1"]})
+        best = max(sweep, key=lambda r: r["val_macro_f1"]); T, alpha = best["T"], best["alpha"]
+    runs, models = {"student_kd": [], "student_scratch": []}, {"student_kd": [], "student_scratch": []}
+    for s_ in range(seed, seed + kd_seeds):
+        for k, src in (("student_kd", kd_src), ("student_scratch", sc_src)):
+            ck = run_dir / (("student.pt" if k == "student_kd" else "student_scratch.pt") if s_ == seed else f"seeds/{k}_seed{s_}.pt")
+            m, r = train_student(data, ck, meta, T=T, alpha=alpha, seed=s_, desc=f"{k} seed {s_}", **src, **fit_kw)
+            runs[k].append(r); models[k].append(m)
+    return dict(meta=meta, T=T, alpha=alpha, sweep=sweep, runs=runs, models=models, teaching_s=teaching_s)
 
 
 # %% ../nbs/02_distill.ipynb #d1bdf1fe
