@@ -305,12 +305,12 @@ def _scheduler(opt, r:dict, total_steps:int):
 def precise_bn(model:nn.Module, x:torch.Tensor, # uint8 training images
                n:int=1024, # images to average over
                mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size:int=256, seed:int=0):
-    "Recompute the BatchNorm running statistics over `n` training images with the current weights (`torch.optim.swa_utils.update_bn`); shared out over the ranks of a process group."
+    "Recompute the BatchNorm running statistics over `n` training images with the current weights (`swa_utils.update_bn`), shared out over the ranks."
     device = next(model.parameters()).device; rank, world = dist_info()
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
     cl = torch.channels_last if device.type == "cpu" else torch.preserve_format
     batches = [normalize(x[idx[i:i + batch_size]].to(device), mean, std).contiguous(memory_format=cl)
-               for i in range(rank * batch_size, len(idx), batch_size * world)]  # every world-th batch from this rank's
+               for i in range(rank * batch_size, len(idx), batch_size * world)]  # this rank's batches: rank, rank + world, ...
     with torch.no_grad(): torch.optim.swa_utils.update_bn(batches, model)
     if world > 1:  # update_bn averages over batches: the mean of the ranks' averages, weighted by their batches
         total = -(-len(idx) // batch_size)
@@ -332,7 +332,7 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
         augment:Augment|None=SEED_AUGMENT, # batched augmentation of training batches (on the training device)
         views:tuple|None=None, # fixed augmented views instead of `augment`: (K x N x 3 x S x S uint8, K x N x C teacher logits or None)
         device=None, resume:bool=True, progress:bool=True, desc:str="train") -> dict:
-    "Train `model` with a recipe; leaves it holding the best weights and returns the run's history. Run by `torchrun`, on all its processes at once."
+    "Train `model` with a recipe; leaves it holding the best weights and returns the run's history. Under `torchrun`, data-parallel over its processes."
     for sp in ("train", "val"): _check_split(data, sp)
     r = get_recipe(recipe); device, ckpt = init_distributed(device), Path(ckpt); cpu = device.type == "cpu"
     rank, world = dist_info(); main = rank == 0  # rank 0 writes the checkpoints and reports
