@@ -36,29 +36,32 @@ def _study(a):
 
 def _train(a):
     import torch.distributed as dist
-    from fabguard.data import load_scan, load_tensors
-    from fabguard.distill import train_students
+    from fabguard.data import ELPV_CLASSES, get_augment, load_scan, load_tensors
+    from fabguard.distill import study_students
     from fabguard.files import write_json
     from fabguard.study import load_profile
     from fabguard.train import compute_metrics, dist_info, init_distributed, library_versions, load_checkpoint, predict_logits, train_teacher
-    p, scan = load_profile(a.profile, a.settings), load_scan(a.run_dir)
+    scan = load_scan(a.run_dir)  # the profile with its dataset's overlay, as `fabguard study` reads it (an ELPV scan's layout names the task)
+    p = load_profile(a.profile, a.settings, dataset=scan.layout if scan.layout in ELPV_CLASSES else None)
     device = init_distributed(a.device); rank, world = dist_info()  # under torchrun: this process's rank and device
     try:
         data = load_tensors(scan, p["img_size"], a.run_dir / "cache") if rank == 0 else None  # rank 0 fills a missing cache
         if world > 1: dist.barrier()
         data = data or load_tensors(scan, p["img_size"], a.run_dir / "cache", progress=False)
-        kw = dict(recipe=p["recipe"], batch_size=p["batch_size"], patience=p["patience"], seed=p["seed"], device=device)
-        if a.model == "teacher":
-            teacher, _, run = train_teacher(scan, data, a.run_dir, p["img_size"], epochs=p["teacher_epochs"], pretrained=p["pretrained"], **kw)
+        if a.model == "teacher":  # as 01's study cell
+            teacher, _, run = train_teacher(scan, data, a.run_dir, p["img_size"], p["recipe"], p["teacher_epochs"], p["batch_size"], p["patience"],
+                                            p["seed"], p["pretrained"], augment=get_augment(p["augment"]), device=device)
             runs, extra = {"teacher": [(teacher, run)]}, {}
         else:
             teacher, tmeta = load_checkpoint(a.run_dir / "teacher.pt", classes=scan.classes, device=device)
             if "test" not in tmeta["metrics"]:
                 raise ValueError(f"{a.run_dir / 'teacher.pt'}: not evaluated by 01 yet, and the students record the sha256 of the file "
                                  f"01 evaluates: run `fabguard study --profile {a.profile} --until 01_teacher` first")
-            res = train_students(scan, data, a.run_dir, teacher, tmeta, T=p["kd_temperature"], alpha=p["kd_alpha"], kd_sweep=p["kd_sweep"],
-                                 kd_seeds=p["kd_seeds"], kd_views=p["kd_views"], epochs=p["student_epochs"], **kw)
-            runs, extra = {k: list(zip(res["models"][k], res["runs"][k])) for k in res["runs"]}, {k: res[k] for k in ("T", "alpha", "sweep")}
+            res = study_students(scan, data, a.run_dir, teacher, tmeta, T=p["kd_temperature"], alpha=p["kd_alpha"], kd_sweep=p["kd_sweep"],  # as 02's study cell
+                                 kd_seeds=p["kd_seeds"], kd_views=p["kd_views"], seed=p["seed"], epochs=p["student_epochs"],
+                                 batch_size=p["student_batch_size"], patience=p["patience"], recipe=p["recipe"], lr=p["student_lr"],
+                                 augment=get_augment(p["augment"]), workers=p["student_workers"], teacher_batch_size=p["batch_size"] * 4, device=device)
+            runs, extra = res["students"], {k: res[k] for k in ("T", "alpha", "sweep", "workers")}
         if rank == 0:  # one report, by rank 0: every run's history and its best weights' test metrics
             xt, yt = data["test"]
             test = lambda m: {k: v for k, v in compute_metrics(yt, predict_logits(m, xt, device=device), scan.classes).items() if k in ("accuracy", "macro_f1", "ece")}
@@ -119,7 +122,7 @@ def _drift(a):
     return 1 if any(r["drift"] for r in res) else 0
 
 
-_EXTRA = {"data": "study", "study": "study", "train": "study", "predict": "serve", "serve": "serve", "drift": "serve"}  # the extra each command needs
+_EXTRA = {"data": "study", "study": "study", "train": "study", "predict": "serve", "serve": "serve", "drift": "serve"}  # the extra each command needs (a .pte: edge)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,21 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--settings", type=Path, default=None, help="settings file (default: the checkout's settings.ini)")
     tr.add_argument("--device", default=None, help="cpu | cuda (default: CUDA when available; under torchrun, one GPU per process)")
     tr.set_defaults(func=_train)
-    pr = sub.add_parser("predict", help="classify images or folders of images with an ONNX model")
+    pr = sub.add_parser("predict", help="classify images or folders of images with a model (.onnx or .pte)")
     pr.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files and folders (searched recursively)")
-    pr.add_argument("--model", required=True, type=Path, help="the .onnx model (FP32 or INT8) exported by the study")
+    pr.add_argument("--model", required=True, type=Path, help="a model the study exported: .onnx (ONNX Runtime) or .pte (ExecuTorch, beside its .pte.json)")
     pr.add_argument("--json", action="store_true", help="one JSON object per image (JSON lines)")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
+    pr.add_argument("--threads", type=int, default=None, help="the runtime's threads (default: one per core)")
     pr.add_argument("--progress", action="store_true", help="progress bar also for files named one by one (folders always show one)")
     pr.set_defaults(func=_predict)
     sv = sub.add_parser("serve", help="serve a model over HTTP (FastAPI + uvicorn; docs at /docs)")
-    sv.add_argument("--model", required=True, type=Path)
+    sv.add_argument("--model", required=True, type=Path, help=".onnx or .pte model")
     sv.add_argument("--host", default="127.0.0.1"); sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--db", type=Path, default=None, help="SQLite prediction log (default: none)")
     sv.add_argument("--metrics", type=Path, default=None, help="the study's metrics.json, shown by /model_info")
     sv.add_argument("--max-upload-mb", type=float, default=20, help="largest request body accepted, in MB = 10^6 bytes (default 20)")
-    sv.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per request (default 1)")
+    sv.add_argument("--threads", type=int, default=1, help="the runtime's threads (default 1)")
     sv.set_defaults(func=_serve)
     dr = sub.add_parser("drift", help="KS drift tests of logged predictions against the study's reference; exit 1 on drift")
     dr.add_argument("--db", required=True, type=Path, help="the service's SQLite prediction log")
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
     try: rc = a.func(a)
     except ModuleNotFoundError as e:  # an optional dependency not installed: say which extra brings it
         if not e.name or e.name.split(".")[0] == "fabguard": raise
-        extra = _EXTRA[a.command]
+        extra = "edge" if e.name.split(".")[0] == "executorch" else _EXTRA[a.command]
         print(f"fabguard: error: `fabguard {a.command}` needs {e.name}, which the {extra} extra installs: pip install 'fabguard[{extra}]'",
               file=sys.stderr); return 2
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # user mistakes: one line, no traceback

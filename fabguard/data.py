@@ -21,10 +21,10 @@ from .files import MAX_SIDE, ImageError, atomic_write, read_image, sha256_file
 from .synthetic import CLASSES, SPLITS, GENERATOR_VERSION, show_grid, synthesize
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'good_class_of', 'DatasetScan',
-           'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan', 'load_tensors', 'Augment',
-           'seed_augment_v2', 'normalize', 'balanced_sampler', 'Batches', 'pipeline_throughput', 'plot_class_counts',
-           'plot_samples', 'plot_intensity']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'ELPV_AUGMENT', 'AUGMENTS',
+           'good_class_of', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan',
+           'load_tensors', 'Augment', 'get_augment', 'seed_augment_v2', 'normalize', 'balanced_sampler', 'Batches',
+           'pipeline_throughput', 'plot_class_counts', 'plot_samples', 'plot_intensity']
 
 # %% ../nbs/00_data.ipynb #c1be6766
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalization of every model's input (torchvision's ImageNet statistics)
@@ -282,15 +282,27 @@ class Augment:
                 ) -> torch.Tensor: # float32 batch in [0, 255], on x's device
         "Augment a batch: one affine resampling pass, then per-image brightness and contrast."
         n = len(x); p = params if params is not None else self.draw(n, generator)
-        xf = x.float(); dev = x.device
+        gray = x.shape[1] == 3 and torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+        xf = (x[:, :1] if gray else x).float(); dev = x.device  # a grayscale batch (ELPV) is resampled once, not three times
         grid = F.affine_grid(self.matrices(p).to(dev), list(xf.shape), align_corners=False)
         xf = F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         xf = (xf * p["brightness"].to(dev).view(n, 1, 1, 1)).clamp_(0, 255)
         m = xf.mean((1, 2, 3), keepdim=True)
-        return ((xf - m) * p["contrast"].to(dev).view(n, 1, 1, 1) + m).clamp_(0, 255)
+        xf = ((xf - m) * p["contrast"].to(dev).view(n, 1, 1, 1) + m).clamp_(0, 255)
+        return xf.expand(-1, 3, -1, -1).contiguous() if gray else xf
 
 
 SEED_AUGMENT = Augment()
+# Deitsch et al. 2019's augmentation of ELPV cells, as two re-implementations describe it: scaling up to 2%, rotation within
+# 3 degrees, translation up to 2%, flips along both axes and quarter turns (square cells; cracks have no preferred direction)
+ELPV_AUGMENT = Augment(degrees=3.0, translate=0.02, scale=(0.98, 1.02), brightness=0.0, contrast=0.0, hflip=True, vflip=True, rot90=True)
+AUGMENTS = {"seed": SEED_AUGMENT, "elpv": ELPV_AUGMENT}
+
+
+def get_augment(name:str) -> Augment:
+    "A training augmentation by name: 'seed' (the seed's affine and colour jitter) or 'elpv' (the ELPV paper's)."
+    if name not in AUGMENTS: raise ValueError(f"augment={name!r}: not one of {list(AUGMENTS)}")
+    return AUGMENTS[name]
 
 
 def seed_augment_v2() -> v2.Compose:

@@ -17,11 +17,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment
 from .files import sha256_file
-from .train import CELoss, compute_metrics, fit, gather_rows, get_recipe, make_meta, n_params, predict_logits, recipe_model, seed_everything
+from .train import (CELoss, compute_metrics, dist_info, fit, gather_rows, get_recipe, init_distributed, load_checkpoint, make_meta,
+    n_params, predict_logits, recipe_model, seed_everything)
 
 # %% auto #0
-__all__ = ['KD_SWEEP', 'kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'macro_f1',
-           'paired_difference', 'distill_findings', 'count_flops', 'compare', 'plot_comparison']
+__all__ = ['KD_SWEEP', 'kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'study_students',
+           'soft_entropy', 'teacher_ablation', 'macro_f1', 'paired_difference', 'distill_findings', 'count_flops',
+           'compare', 'plot_comparison']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -89,45 +91,105 @@ def train_student(data:dict, ckpt, meta:dict,
     return model, fit(model, data, ckpt, dict(meta, arch=arch), recipe=r, seed=seed, loss_fn=loss, views=views, **fit_kw)
 
 
+# %% ../nbs/02_distill.ipynb #50376923
+def _student_job(job:dict, data:dict, meta:dict, threads:int) -> dict:
+    "One student in a worker process: train, and return `fit`'s history (the weights are in the checkpoint)."
+    torch.set_num_threads(threads)
+    return train_student(data, job["ckpt"], meta, progress=False, **job["kw"])[1]
+
+
+def train_students(data:dict, meta:dict, jobs:list, # each {"name", "ckpt", "kw": train_student's keyword arguments}
+                   workers:int=1, # processes; 1: one after another in this process
+                   progress:bool=True) -> dict:
+    "name -> (student with its best weights, history), trained by `workers` processes with one share of the cores each."
+    names = [j["name"] for j in jobs]
+    if len(set(names)) != len(names): raise ValueError(f"train_students: job names must be unique, got {names}")
+    if workers < 1: raise ValueError(f"workers={workers}: at least 1")
+    workers = min(workers, len(jobs))
+    if workers == 1:
+        return {j["name"]: train_student(data, j["ckpt"], meta, progress=progress, desc=j["name"], **j["kw"]) for j in jobs}
+    import concurrent.futures as cf, os
+    from torch import multiprocessing as tmp
+    from tqdm.auto import tqdm
+    from fabguard.distill import _student_job as job  # by module path: a worker imports it (a notebook's own definitions cannot travel)
+    threads = max(1, (os.cpu_count() or 1) // workers); hist = {}
+    with cf.ProcessPoolExecutor(workers, mp_context=tmp.get_context("spawn")) as pool:
+        futs = {pool.submit(job, j, data, meta, threads): j["name"] for j in jobs}
+        for f in tqdm(cf.as_completed(futs), total=len(futs), desc=f"students ({workers} workers)", disable=not progress):
+            hist[futs[f]] = f.result()
+    return {j["name"]: (load_checkpoint(j["ckpt"], meta["classes"])[0], hist[j["name"]]) for j in jobs}
+
+
 # %% ../nbs/02_distill.ipynb #e41b8d27
 KD_SWEEP = {"T": (1.0, 2.0, 4.0, 8.0), "alpha": (0.5, 0.7, 0.9)}  # the grid of `kd_sweep`
 
 
-def train_students(scan, # the run's `DatasetScan`
-                   data:dict, run_dir, # the run directory holding teacher.pt; the students' checkpoints go there too
+def study_students(scan, # the run's `DatasetScan`
+                   data:dict, # its tensor store (00_data's cache)
+                   run_dir, # holds the teacher.pt that 01 evaluated; the students' checkpoints go there too
                    teacher:nn.Module, teacher_meta:dict, # `load_checkpoint(run_dir / "teacher.pt")`
                    T:float=4.0, alpha:float=0.7, # used unless the sweep chooses
-                   kd_sweep:bool=False, # first train the distilled student for every T and alpha of `KD_SWEEP`; keep the best on validation
-                   kd_seeds:int=1, # seeds of the distilled / scratch pair
+                   kd_sweep:bool=False, # first distil with every T and alpha of `kd_grid`; the pair uses the best on validation
+                   kd_seeds:int=1, # seeds of the distilled / scratch pair: seed, seed + 1, ...
                    kd_views:int=0, # fixed augmented views scored once by the teacher (0: the teacher runs online)
                    seed:int=0, epochs:int=10, batch_size:int=64, patience:int=5, recipe="budget",
+                   lr:float|None=None, # the students' peak learning rate (None: the recipe's)
+                   augment:Augment=SEED_AUGMENT, # the training augmentation (of the views too)
+                   workers:int=1, # students at once (`train_students`); 1 when the teacher runs online or under torchrun
+                   teacher_batch_size:int=256, # the teacher's batch when it scores the views
+                   kd_grid:dict=KD_SWEEP, progress:bool=True,
                    **fit_kw) -> dict:
-    "Every student of the study, trained into the study's checkpoints: the sweep (if asked), then the pair on every seed."
+    "Every student of 02's study, trained by `train_students` into `run_dir`: the sweep (if asked), the pair on every seed, the minimalistic student."
     run_dir = Path(run_dir)
     meta = make_meta("mobilenet_v3_small", scan.classes, data["train"][0].shape[-1], scan.hash, good_class=scan.good_class,
                      teacher={"arch": teacher_meta["arch"], "epoch": teacher_meta["epoch"], "sha256": sha256_file(run_dir / "teacher.pt")})
-    fit_kw = dict(fit_kw, epochs=epochs, batch_size=batch_size, patience=patience, recipe=recipe)
-    t0 = time.perf_counter()
-    if kd_views:  # the teacher scores the views once; several processes share the views out
-        views = make_views(data["train"][0], kd_views, seed=seed)
-        cached = gather_rows(lambda v: view_logits(teacher, v, teacher_meta["mean"], teacher_meta["std"], batch_size * 4), views)
+    fit_kw = dict(epochs=epochs, batch_size=batch_size, patience=patience, augment=augment,
+                  recipe=dict(get_recipe(recipe), **({"lr": lr} if lr else {})), **fit_kw)
+    init_distributed(fit_kw.get("device"))  # under torchrun, join the process group first (as `fit` does)
+    workers = workers if kd_views and dist_info()[1] == 1 else 1  # an online teacher, or DDP: one student after another here
+    t0, views = time.perf_counter(), None
+    if kd_views:  # several processes score their share of the views
+        views = make_views(data["train"][0], kd_views, augment=augment, seed=seed)
+        cached = gather_rows(lambda v: view_logits(teacher, v, teacher_meta["mean"], teacher_meta["std"], teacher_batch_size), views)
         kd_src, sc_src = dict(views=(views, cached)), dict(views=(views, None))
     else: kd_src, sc_src = dict(teacher=teacher), {}
     teaching_s, sweep = time.perf_counter() - t0, []
     if kd_sweep:
-        for T_ in KD_SWEEP["T"]:
-            for a_ in KD_SWEEP["alpha"]:
-                _, r = train_student(data, run_dir / "sweep" / f"student_T{T_:g}_a{a_:g}.pt", meta, T=T_, alpha=a_, seed=seed,
-                                     desc=f"T={T_:g} alpha={a_:g}", **kd_src, **fit_kw)
-                sweep.append({"T": T_, "alpha": a_, "val_macro_f1": r["best_val_macro_f1"]})
+        grid = [{"name": f"T={T_:g} alpha={a_:g}", "ckpt": run_dir / "sweep" / f"student_T{T_:g}_a{a_:g}.pt",
+                 "kw": dict(T=T_, alpha=a_, seed=seed, **kd_src, **fit_kw)} for T_ in kd_grid["T"] for a_ in kd_grid["alpha"]]
+        done = train_students(data, meta, grid, workers, progress)
+        sweep = [{"T": j["kw"]["T"], "alpha": j["kw"]["alpha"], "val_macro_f1": done[j["name"]][1]["best_val_macro_f1"]} for j in grid]
         best = max(sweep, key=lambda r: r["val_macro_f1"]); T, alpha = best["T"], best["alpha"]
-    runs, models = {"student_kd": [], "student_scratch": []}, {"student_kd": [], "student_scratch": []}
+    jobs = []
     for s_ in range(seed, seed + kd_seeds):
         for k, src in (("student_kd", kd_src), ("student_scratch", sc_src)):
             ck = run_dir / (("student.pt" if k == "student_kd" else "student_scratch.pt") if s_ == seed else f"seeds/{k}_seed{s_}.pt")
-            m, r = train_student(data, ck, meta, T=T, alpha=alpha, seed=s_, desc=f"{k} seed {s_}", **src, **fit_kw)
-            runs[k].append(r); models[k].append(m)
-    return dict(meta=meta, T=T, alpha=alpha, sweep=sweep, runs=runs, models=models, teaching_s=teaching_s)
+            jobs.append({"name": f"{k} seed {s_}", "ckpt": ck, "kw": dict(T=T, alpha=alpha, seed=s_, **src, **fit_kw)})
+    jobs.append({"name": "student_minimal", "ckpt": run_dir / "student_minimal.pt",  # the INT8-friendly student (03), distilled alike
+                 "kw": dict(T=T, alpha=alpha, seed=seed, arch="mobilenet_v3_small_minimal", **kd_src, **fit_kw)})
+    done = train_students(data, meta, jobs, workers, progress)
+    students = {"student_kd": [], "student_scratch": [], "student_minimal": []}
+    for j in jobs: students[j["name"].split(" seed ")[0]].append(done[j["name"]])
+    return dict(students=students, # name -> [(student with its best weights, `fit`'s history)], one per seed
+                T=T, alpha=alpha, sweep=sweep, meta=meta, fit_kw=fit_kw, views=views, teaching_s=teaching_s, workers=workers)
+
+
+# %% ../nbs/02_distill.ipynb #d749c260
+def soft_entropy(logits:torch.Tensor, T:float) -> float:
+    "Mean entropy of softmax(logits / T) as a share of the maximum, log C (0: one-hot targets, 1: uniform)."
+    p = torch.softmax(logits.float() / T, 1)
+    return float((-(p * p.clamp_min(1e-12).log()).sum(1)).mean() / np.log(logits.shape[1]))
+
+
+def teacher_ablation(data:dict, teacher_meta:dict, # the study teacher's checkpoint metadata (its recipe as `fit` recorded it)
+                     ckpt, label_smoothing:float, augment:Augment=SEED_AUGMENT, # the study teacher's augmentation
+                     progress:bool=True) -> tuple[nn.Module, dict]:
+    "A second teacher, trained like the study's (recipe, epochs, batches, seed) but with another label smoothing."
+    rr = teacher_meta["recipe"]; r = dict({k: rr[k] for k in get_recipe("seed")}, label_smoothing=label_smoothing)
+    seed_everything(rr["seed"]); model = recipe_model(teacher_meta["arch"], len(teacher_meta["classes"]), r)
+    return model, fit(model, data, ckpt, dict(teacher_meta, recipe={}, metrics={}, epoch=0), recipe=r, epochs=rr["epochs"],
+                      batch_size=rr["batch_size"], patience=rr["patience"], seed=rr["seed"], augment=augment, progress=progress,
+                      desc=f"teacher, label smoothing {label_smoothing:g}")
 
 
 # %% ../nbs/02_distill.ipynb #d1bdf1fe

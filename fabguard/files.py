@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['MB', 'ACCEPTED_FORMATS', 'MAX_SIDE', 'sha256_file', 'atomic_write', 'write_json', 'ImageError', 'read_image']
+__all__ = ['MB', 'ACCEPTED_FORMATS', 'MAX_SIDE', 'sha256_file', 'atomic_write', 'write_json', 'ImageError', 'read_image',
+           'model_card_paths', 'decode_metadata']
 
 # %% ../nbs/00b_files.ipynb #d1a576a8
 MB = 10**6  # bytes in a megabyte: every size FabGuard reports is in MB = 10^6 bytes
@@ -87,3 +88,22 @@ def read_image(src, # a path, or the raw bytes of an upload
     if img.mode in ("RGBA", "LA", "PA"):  # composite over black: no transparency in micrographs
         bg = Image.new("RGB", img.size); bg.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1]); img = bg
     return np.asarray(img.convert("RGB")), mode
+
+# %% ../nbs/00b_files.ipynb #f7281730
+def model_card_paths(onnx_path) -> tuple[Path, Path]:
+    "The model card of an .onnx file: (`<stem>.model_card.json`, `<stem>.model_card.md`) in its folder."
+    p = Path(onnx_path)
+    return p.with_name(p.stem + ".model_card.json"), p.with_name(p.stem + ".model_card.md")
+
+
+# %% ../nbs/00b_files.ipynb #def2d421
+def decode_metadata(props:dict) -> dict:
+    "A model file's metadata strings (an .onnx's metadata_props, a .pte's sidecar) decoded: JSON lists, integer sizes, no-defect class or None."
+    d = dict(props)
+    for k in ("classes", "mean", "std"):
+        if k in d: d[k] = json.loads(d[k])
+    for k in ("img_size", "trained_img_size"):
+        if k in d: d[k] = int(d[k])
+    if "good_class" in d: d["good_class"] = d["good_class"] or None
+    return d
+

@@ -1,4 +1,4 @@
-"""Export the teacher and the student to self-describing ONNX files, prove they compute what PyTorch computes, quantize the student to INT8 with ONNX Runtime (and find out from the runtime's profile what limits its speed).
+"""Export the teacher and both students to self-describing ONNX files (at the study's resolution and at the deployment resolution), prove they compute what PyTorch computes, rank each student's nodes by the error INT8 adds (measured with ONNX Runtime's own tool), quantize both students over a grid of settings, ship the fastest INT8 model that keeps the seed student's accuracy, and find out from the runtime's profile where INT8 time goes.
 
 Docs: https://github.com/fabguard/fabguard/quantize.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/quantize.html.md"""
 
 # %% ../nbs/03_quantize.ipynb #697b9e71
 from __future__ import annotations
-import collections, json, os, time, warnings
+import collections, json, os, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +14,23 @@ import onnx
 import torch
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
+from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error, create_activation_matching,
+                                                     modify_model_output_intermediate_tensors)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import fabguard
 from .data import normalize
 from .files import write_json
 from .synthetic import GOOD
-from .files import MB, atomic_write, sha256_file
+from .files import MB, atomic_write, decode_metadata, sha256_file
 from .runtime import INPUT, OUTPUT, ort_logits, ort_session
 from .train import predict_logits
 
 # %% auto #0
-__all__ = ['QTYPES', 'QuantizeError', 'ParityError', 'set_metadata', 'onnx_metadata', 'load_onnx', 'export_onnx',
-           'compare_logits', 'check_parity', 'ImageCalibrationReader', 'sensitive_nodes', 'quantize_int8',
-           'variant_name', 'quant_configs', 'flip_matrix', 'plot_flips', 'artifacts_manifest']
+__all__ = ['QTYPES', 'BASE_CONFIG', 'QuantizeError', 'ParityError', 'set_metadata', 'onnx_metadata', 'load_onnx', 'export_onnx',
+           'compare_logits', 'check_parity', 'upsample', 'ImageCalibrationReader', 'pre_process', 'quantize_int8',
+           'variant_name', 'quant_configs', 'node_sensitivity', 'choose_int8', 'flip_matrix', 'plot_flips',
+           'artifacts_manifest']
 
 # %% ../nbs/03_quantize.ipynb #d5e341a2
 class QuantizeError(ValueError):
@@ -36,10 +40,13 @@ class ParityError(AssertionError):
     "ONNX Runtime does not compute what PyTorch computes."
 
 # %% ../nbs/03_quantize.ipynb #ec14c907
-def set_metadata(proto:onnx.ModelProto, meta:dict, variant:str, source_sha256:str) -> onnx.ModelProto:
+def set_metadata(proto:onnx.ModelProto, meta:dict, variant:str, source_sha256:str,
+                 img_size:int|None=None, # the graph's input size, where it is not the checkpoint's
+                ) -> onnx.ModelProto:
     "Write the contract's `metadata_props` (all strings) into `proto`."
     good = meta["good_class"] if "good_class" in meta else GOOD if GOOD in meta["classes"] else None  # older checkpoints: Good, if any
-    props = {"classes": json.dumps(list(meta["classes"])), "img_size": str(int(meta["img_size"])), "input_format": "uint8_nchw",
+    props = {"classes": json.dumps(list(meta["classes"])), "img_size": str(int(img_size or meta["img_size"])),
+             "trained_img_size": str(int(meta["img_size"])), "input_format": "uint8_nchw",
              "mean": json.dumps(list(meta["mean"])), "std": json.dumps(list(meta["std"])), "arch": meta["arch"],
              "good_class": good or "",  # "": no no-defect class
              "source_sha256": source_sha256, "variant": variant, "fabguard_version": fabguard.__version__}
@@ -49,12 +56,7 @@ def set_metadata(proto:onnx.ModelProto, meta:dict, variant:str, source_sha256:st
 
 def onnx_metadata(path) -> dict:
     "The metadata_props of an .onnx file, JSON fields decoded."
-    d = {p.key: p.value for p in load_onnx(path, check=False).metadata_props}
-    for k in ("classes", "mean", "std"):
-        if k in d: d[k] = json.loads(d[k])
-    if "img_size" in d: d["img_size"] = int(d["img_size"])
-    if "good_class" in d: d["good_class"] = d["good_class"] or None
-    return d
+    return decode_metadata({p.key: p.value for p in load_onnx(path, check=False).metadata_props})
 
 
 def load_onnx(path, check:bool=True) -> onnx.ModelProto:
@@ -80,10 +82,12 @@ class _Normalized(torch.nn.Module):
 def export_onnx(model:torch.nn.Module, meta:dict, path, # where to write the .onnx
                 variant:str, # e.g. "student", "teacher"
                 source_sha256:str="", # sha256 of the checkpoint the model came from
-                opset:int=17, dynamo:bool=False) -> Path:
+                opset:int=17, dynamo:bool=False,
+                img_size:int|None=None, # the graph's input size (default: the checkpoint's; global pooling lets the weights run at any size)
+               ) -> Path:
     "Export `model` with its normalization to ONNX: input 'input' uint8 [N,3,S,S], output 'logits', dynamic batch, self-describing metadata."
     if opset < 17: raise QuantizeError(f"opset={opset}: the contract needs opset 17 or newer")
-    path = Path(path); s = int(meta["img_size"]); x = torch.zeros(1, 3, s, s, dtype=torch.uint8)
+    path = Path(path); s = int(img_size or meta["img_size"]); x = torch.zeros(1, 3, s, s, dtype=torch.uint8)
     net = _Normalized(model.eval(), meta["mean"], meta["std"]).eval()
     with atomic_write(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -93,7 +97,7 @@ def export_onnx(model:torch.nn.Module, meta:dict, path, # where to write the .on
         else:
             torch.onnx.export(net, (x,), tmp, input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
                               dynamo=False, dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-        proto = set_metadata(onnx.load(tmp), meta, variant, source_sha256)
+        proto = set_metadata(onnx.load(tmp), meta, variant, source_sha256, s)
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
     return path
@@ -132,6 +136,14 @@ def check_parity(model, onnx_path, x:torch.Tensor, # uint8 images of the split
                           f"x max |logit| of the image); {r['other_flips']} top-1 flips beyond near-ties")
     return r
 
+# %% ../nbs/03_quantize.ipynb #f3aa4caa
+def upsample(x:torch.Tensor, # uint8 images N x 3 x S x S
+             size:int, # the new side, in pixels
+             batch_size:int=256) -> torch.Tensor:
+    "uint8 images resized to `size` x `size` (bilinear), `batch_size` at a time."
+    f = lambda b: torch.nn.functional.interpolate(b.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return torch.cat([f(x[i:i + batch_size]).round_().clamp_(0, 255).to(torch.uint8) for i in range(0, len(x), batch_size)])
+
 # %% ../nbs/03_quantize.ipynb #05f90ab1
 class ImageCalibrationReader(CalibrationDataReader):
     "Batches of uint8 training images for ORT's calibrators (the graph normalizes them itself)."
@@ -152,88 +164,137 @@ class ImageCalibrationReader(CalibrationDataReader):
         xb = self.x[self._i:self._i + self.bs]; self._i += self.bs
         return {INPUT: xb}
 
-# %% ../nbs/03_quantize.ipynb #bfb597df
-def sensitive_nodes(proto:onnx.ModelProto, part:str) -> list:
-    "Node names of one sensitive part of a MobileNet-style graph: 'se', 'hswish' or 'stem'."
-    nodes = list(proto.graph.node); consumers = collections.defaultdict(list)
-    for n in nodes:
-        for i in n.input: consumers[i].append(n)
-    if part == "stem":
-        return [n.name for n in nodes if n.op_type == "Conv"][:1]  # the first convolution: nodes are in topological order
-    if part == "hswish":
-        hs = [n for n in nodes if n.op_type in ("HardSigmoid", "HardSwish")]
-        return [n.name for n in hs] + [c.name for h in hs for c in consumers[h.output[0]] if c.op_type == "Mul"]
-    if part == "se":
-        out = []
-        for gap in (n for n in nodes if n.op_type in ("GlobalAveragePool", "ReduceMean")):
-            chain, cur = [gap], gap
-            while cur is not None and cur.op_type != "Mul":
-                nxt = consumers[cur.output[0]]
-                cur = nxt[0] if len(nxt) == 1 else None
-                if cur is not None: chain.append(cur)
-            if cur is not None and len(chain) <= 7: out += [n.name for n in chain]  # pool .. scale: one SE block
-        return out
-    raise QuantizeError(f"part={part!r}: not one of 'se', 'hswish', 'stem'")
+
+def pre_process(fp32_path, out_path) -> Path:
+    "ORT's `quant_pre_process` (shape inference, basic optimizations), then every unnamed node named after its first output."
+    quant_pre_process(str(fp32_path), str(out_path))
+    proto = onnx.load(out_path)
+    for n in proto.graph.node:
+        if not n.name: n.name = n.output[0]
+    onnx.save(proto, out_path)
+    return Path(out_path)
 
 # %% ../nbs/03_quantize.ipynb #219cd31b
 QTYPES = {"U8": QuantType.QUInt8, "S8": QuantType.QInt8}
 
 
-def quantize_int8(pre_path, # the `quant_pre_process`ed FP32 model
+def quantize_int8(pre_path, # the `pre_process`ed FP32 model
                   out_path, reader:ImageCalibrationReader,
                   method:str="MinMax", # MinMax | Entropy | Percentile
                   fmt:str="QOperator", # QDQ | QOperator
                   types:str="U8S8", # activation + weight types: U8S8, S8S8, U8U8
-                  exclude:tuple=(), # sensitive parts kept in float: 'se', 'hswish', 'stem'
-                  per_channel:bool=True) -> Path:
+                  per_channel:bool=True,
+                  float_nodes:int=0, # keep this many nodes in float: the first of `ranking`
+                  ranking:list=(), # node names, worst first (`node_sensitivity`)
+                 ) -> Path:
     "Static INT8 quantization of one configuration with ONNX Runtime."
-    proto = onnx.load(pre_path)
-    skip = sorted({n for part in exclude for n in sensitive_nodes(proto, part)})
+    if float_nodes > len(ranking): raise QuantizeError(f"float_nodes={float_nodes}: the ranking has {len(ranking)} nodes")
     reader.rewind()
     quantize_static(str(pre_path), str(out_path), reader, quant_format=QuantFormat[fmt],
                     activation_type=QTYPES[types[:2]], weight_type=QTYPES[types[2:]], per_channel=per_channel,
-                    calibrate_method=CalibrationMethod[method], nodes_to_exclude=skip,
+                    calibrate_method=CalibrationMethod[method], nodes_to_exclude=list(ranking[:float_nodes]),
                     extra_options={"CalibMovingAverage": False})
     return Path(out_path)
 
 
 def variant_name(cfg:dict) -> str:
     "A short name for one INT8 configuration."
-    ex = "-no_" + "_".join(cfg.get("exclude", ())) if cfg.get("exclude") else ""
-    return f"{cfg['method']}-{cfg['fmt']}-{cfg['types']}{'' if cfg.get('per_channel', True) else '-pertensor'}{ex}"
+    return (f"{cfg['method']}-{cfg['fmt']}-{cfg['types']}{'' if cfg.get('per_channel', True) else '-pertensor'}"
+            + (f"-float{cfg['float_nodes']}" if cfg.get("float_nodes") else ""))
+
+
+BASE_CONFIG = dict(method="MinMax", fmt="QOperator", types="U8S8", per_channel=True, float_nodes=0)
 
 
 def quant_configs(grid:str="small") -> list:
-    "The INT8 configurations compared: 'smoke' (3), 'small' (one knob at a time from MinMax/QOperator/U8S8) or 'full' (the product)."
-    base = dict(method="MinMax", fmt="QOperator", types="U8S8", exclude=(), per_channel=True)
-    if grid == "smoke": return [{**base, **t} for t in ({}, dict(fmt="QDQ"), dict(exclude=("hswish",)))]
-    if grid == "small":
+    "The INT8 configurations compared: 'smoke' (4), 'small' (one knob at a time from `BASE_CONFIG`) or 'full' (the product)."
+    if grid == "smoke": tweaks = [{}, dict(fmt="QDQ"), dict(per_channel=False), dict(float_nodes=2)]
+    elif grid == "small":
         tweaks = [{}, dict(fmt="QDQ"), dict(fmt="QDQ", types="S8S8"), dict(method="Entropy"), dict(method="Percentile"),
-                  dict(per_channel=False), dict(exclude=("stem",)), dict(exclude=("se",)), dict(exclude=("hswish",)),
-                  dict(exclude=("stem", "se", "hswish"))]
-        return [{**base, **t} for t in tweaks]
-    if grid == "full":
-        return [dict(method=m, fmt=f, types=t, exclude=e, per_channel=True)
+                  dict(per_channel=False), dict(fmt="QDQ", per_channel=False), dict(float_nodes=1), dict(float_nodes=3), dict(float_nodes=8)]
+    elif grid == "full":
+        return [dict(method=m, fmt=f, types=t, per_channel=pc, float_nodes=k)
                 for m in ("MinMax", "Entropy", "Percentile") for f in ("QDQ", "QOperator") for t in ("U8S8", "S8S8", "U8U8")
-                for e in ((), ("stem",), ("se",), ("hswish",), ("stem", "se", "hswish"))
-                if not (f == "QOperator" and t == "S8S8")]  # QLinearConv has no S8 activation kernel on x86
-    raise QuantizeError(f"quant_grid={grid!r}: not 'smoke', 'small' or 'full'")
+                for pc in (True, False) for k in (0, 1, 3, 8)
+                if not (f == "QOperator" and t == "S8S8")  # QLinearConv has no S8 activation kernel on x86
+                and (k == 0 or (m == "MinMax" and pc))]  # nodes in float: on MinMax per-channel weights
+    else: raise QuantizeError(f"quant_grid={grid!r}: not 'smoke', 'small' or 'full'")
+    return [{**BASE_CONFIG, **t} for t in tweaks]
+
+# %% ../nbs/03_quantize.ipynb #bfb597df
+def node_sensitivity(fp32_path, # the `pre_process`ed FP32 model
+                     qdq_path, # its QDQ quantization (`quantize_int8(..., fmt="QDQ")`)
+                     reader:ImageCalibrationReader, # the images on which activations are compared
+                    ) -> list[dict]:
+    "Every quantized node with its output's SQNR and the noise it adds (ORT's `qdq_loss_debug`, FP32 against QDQ activations), worst first."
+    acts = {}
+    with tempfile.TemporaryDirectory() as d:
+        for k, p in (("float", fp32_path), ("qdq", qdq_path)):
+            aug = str(Path(d) / f"{k}.onnx"); modify_model_output_intermediate_tensors(str(p), aug)
+            reader.rewind(); acts[k] = collect_activations(aug, reader)
+    err = compute_activation_error(create_activation_matching(acts["qdq"], acts["float"]))
+    sqnr = {t: e["xmodel_err"] for t, e in err.items() if "xmodel_err" in e}  # FP32 against QDQ, in dB
+    nsr = {t: 10 ** (-v / 10) for t, v in sqnr.items()}  # noise power over signal power
+    g = onnx.load(qdq_path).graph; producer = {o: n for n in g.node for o in n.output}; consumers = collections.defaultdict(list)
+    for n in g.node:
+        for i in n.input: consumers[i].append(n)
+    def source(t):  # the FP32 tensor that a DequantizeLinear output carries (None for a constant: weights, biases)
+        dq = producer.get(t); q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+    def measured(t):  # the node's output under its FP32 name (a graph output keeps its name for the DequantizeLinear behind it)
+        if t in nsr: return t
+        return next((dq.output[0] for q in consumers[t] if q.op_type == "QuantizeLinear"
+                     for dq in consumers[q.output[0]] if dq.output[0] in nsr), None)
+    rows = []
+    for n in g.node:
+        quantized = any(i in producer and producer[i].op_type == "DequantizeLinear" for i in n.input)
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") or not quantized or (out := measured(n.output[0])) is None: continue
+        ins = [s for i in n.input if (s := source(i)) in nsr]
+        rows.append({"node": n.name, "op": n.op_type, "tensor": out, "sqnr_db": sqnr[out], "sqnr_in_db": min((sqnr[s] for s in ins), default=None),
+                     "added_noise": nsr[out] - max((nsr[s] for s in ins), default=0.0)})
+    return sorted(rows, key=lambda r: -r["added_noise"])
 
 # %% ../nbs/03_quantize.ipynb #e1e3f8c5
 def _conv_kinds(*protos:onnx.ModelProto) -> dict:
     "Names under which ORT may report each Conv (its node, its output, a fused activation's output) -> 'stem' | 'depthwise' | 'se_fc' | 'pointwise'."
     out = {}
     for proto in protos:
-        se = set(sensitive_nodes(proto, "se")); stem = set(sensitive_nodes(proto, "stem")); consumers = collections.defaultdict(list)
-        for n in proto.graph.node:
+        g = proto.graph; producer = {o: n for n in g.node for o in n.output}; consumers = collections.defaultdict(list)
+        weights = {i.name: list(i.dims) for i in g.initializer}
+        for n in g.node:
             for i in n.input: consumers[i].append(n)
-        for n in proto.graph.node:
+        def after_pool(n):  # reached from a global pool through squeeze-excitation's 1x1 convs and activations
+            src = producer.get(n.input[0])
+            while src is not None and src.op_type in ("Relu", "Clip", "Conv"): src = producer.get(src.input[0])
+            return src is not None and src.op_type in ("GlobalAveragePool", "ReduceMean")
+        for n in g.node:
             if n.op_type != "Conv": continue
             group = next((a.i for a in n.attribute if a.name == "group"), 1)
-            kind = "stem" if n.name in stem else "se_fc" if n.name in se else "depthwise" if group > 1 else "pointwise"
+            kind = ("depthwise" if group > 1 else "stem" if weights.get(n.input[1], [0, 0])[1] == 3
+                    else "se_fc" if after_pool(n) else "pointwise")
             acts = [c for c in consumers[n.output[0]] if c.op_type in ("Relu", "HardSwish", "HardSigmoid", "Clip")]
             for name in [n.name, n.output[0]] + [x for c in acts for x in (c.name, c.output[0])]: out[name] = kind
     return out
+
+# %% ../nbs/03_quantize.ipynb #82646314
+def choose_int8(table, # pandas DataFrame, one row per INT8 model (index: its name): test_macro_f1, mb, p50_ms
+                ref_f1:float, # test macro-F1 of the FP32 reference (the distilled seed student)
+                f1_tolerance:float=0.01, max_mb:float=1.8) -> dict:
+    "The shipping rule: the fastest model within `f1_tolerance` of `ref_f1` whose file fits `max_mb`; if none is within, the most accurate that fits."
+    if not len(table): raise QuantizeError("no INT8 model to choose from (every configuration failed?)")
+    fits = table[table.mb <= max_mb]
+    pool = fits if len(fits) else table  # nothing fits: the size budget cannot be met, choose among all
+    ok = pool[pool.test_macro_f1 >= ref_f1 - f1_tolerance]
+    chosen = ok.p50_ms.idxmin() if len(ok) else pool.test_macro_f1.idxmax()
+    r = table.loc[chosen]; size = f"fits {max_mb:g} MB" if len(fits) else f"(no model fits {max_mb:g} MB)"
+    facts = (f"test macro-F1 {r.test_macro_f1:.4f} ({r.test_macro_f1 - ref_f1:+.4f} against the FP32 seed student's {ref_f1:.4f}), "
+             f"p50 {r.p50_ms:.3f} ms at batch 1, 1 thread, {r.mb:.2f} MB")
+    why = (f"{chosen}, the fastest of the {len(ok)} INT8 models (of {len(table)}) within {f1_tolerance:g} test macro-F1 of "
+           f"the FP32 seed student whose file {size}: {facts}." if len(ok) else
+           f"{chosen}, the most accurate INT8 model, since none (of {len(table)}) whose file {size} is within {f1_tolerance:g} test "
+           f"macro-F1 of the FP32 seed student: {facts}.")
+    return {"chosen": chosen, "rule": "fastest within tolerance" if len(ok) else "none within tolerance: the most accurate",
+            "within": list(ok.index), "why": why}
 
 # %% ../nbs/03_quantize.ipynb #385699a1
 def flip_matrix(pred_a:np.ndarray, pred_b:np.ndarray, n_classes:int) -> np.ndarray:

@@ -15,35 +15,55 @@ import numpy as np
 from PIL import Image
 from scipy.special import softmax
 from scipy.stats import ks_2samp
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tqdm.auto import tqdm
 
 import fabguard
-from .files import MB, ImageError, read_image, sha256_file
+from .files import MB, ImageError, model_card_paths, read_image, sha256_file
 from .runtime import ort_logits, ort_session
 
 # %% auto #0
-__all__ = ['DRIFT_FEATURES', 'Engine', 'PredictionLog', 'read_log', 'build_reference', 'load_reference', 'detect_drift',
-           'format_drift', 'ServiceStats', 'study_metrics', 'UploadLimit', 'create_app', 'background_server', 'serve']
+__all__ = ['DRIFT_FEATURES', 'open_model', 'Engine', 'PredictionLog', 'read_log', 'build_reference', 'load_reference',
+           'detect_drift', 'format_drift', 'ServiceStats', 'study_metrics', 'read_model_card', 'UploadLimit',
+           'create_app', 'background_server', 'serve']
 
 # %% ../nbs/05_serve.ipynb #0fced471
-class Engine:
-    "ONNX Runtime inference of a FabGuard .onnx: uint8 images in (its graph normalizes), class names from its metadata."
-    def __init__(self, path, # a .onnx file (FP32 or INT8) exported by `03_quantize`
-                 threads:int|None=None, # intra-op threads (None: ONNX Runtime's default, one per physical core)
-                ):
-        self.path = Path(path)
-        self.session = ort_session(self.path, threads)  # the configuration 04 benchmarks
+class _OnnxModel:
+    "ONNX Runtime behind `Engine`: the session 04 benchmarks and the metadata of the file."
+    runtime = "onnxruntime"
+    def __init__(self, path:Path, threads:int|None):
+        self.session = ort_session(path, threads)  # the configuration 04 benchmarks
         self.meta = dict(self.session.get_modelmeta().custom_metadata_map)
         inp = self.session.get_inputs()[0]
         if inp.type != "tensor(uint8)":
-            raise ValueError(f"{self.path}: takes {inp.type} input normalized outside the model (an export from before fabguard put "
+            raise ValueError(f"{path}: takes {inp.type} input normalized outside the model (an export from before fabguard put "
                              "the normalization in the graph); re-export it with this version of fabguard")
+
+    def logits(self, x:np.ndarray) -> np.ndarray: return ort_logits(self.session, x, batch_size=len(x))
+
+
+def open_model(path, threads:int|None=None):
+    "The runtime of a model file, by its suffix: ExecuTorch for a .pte (`edge.PteModel`, imported only then: it needs torch), ONNX Runtime otherwise."
+    path = Path(path)
+    if path.suffix.lower() == ".pte":
+        from fabguard.edge import PteModel
+        return PteModel(path, threads)
+    return _OnnxModel(path, threads)
+
+
+class Engine:
+    "Inference of a FabGuard model file (.onnx: ONNX Runtime; .pte: ExecuTorch): uint8 images in (its graph normalizes), class names from its metadata."
+    def __init__(self, path, # a .onnx file (FP32 or INT8) exported by `03_quantize`, or a .pte (with its .pte.json) by `03c_edge`
+                 threads:int|None=None, # the runtime's threads (None: its default, one per core)
+                ):
+        self.path = Path(path)
+        self.model = open_model(self.path, threads)
+        self.meta, self.runtime = self.model.meta, self.model.runtime
         missing = [k for k in ("classes", "img_size") if k not in self.meta]
-        if missing: raise ValueError(f"{self.path}: model metadata lacks {', '.join(missing)} (export it with fabguard.quantize)")
+        if missing: raise ValueError(f"{self.path}: model metadata lacks {', '.join(missing)} (export it with fabguard.quantize or fabguard.edge)")
         self.classes, self.img_size = list(json.loads(self.meta["classes"])), int(self.meta["img_size"])
         self.mean, self.std = (json.loads(self.meta[k]) if k in self.meta else None for k in ("mean", "std"))  # for information
         self.good_class = self.meta.get("good_class") or None  # "" (or none recorded): the data had no no-defect class
@@ -52,7 +72,7 @@ class Engine:
         self.variant = self.meta.get("variant", self.path.stem)
         self.sha256 = sha256_file(self.path)
 
-    def __repr__(self): return f"Engine({self.path.name}: {self.variant}, {len(self.classes)} classes, {self.img_size} px, sha256 {self.sha256[:12]})"
+    def __repr__(self): return f"Engine({self.path.name}: {self.variant} on {self.runtime}, {len(self.classes)} classes, {self.img_size} px, sha256 {self.sha256[:12]})"
 
     def preprocess(self, images:list) -> tuple[np.ndarray, np.ndarray]:
         "HxWx3 uint8 images -> (uint8 N x 3 x S x S batch, resized as `data.load_tensors` does; N x 2 intensity mean/std)."
@@ -68,7 +88,7 @@ class Engine:
         "Predict a batch of decoded images: one result dict per image."
         t0 = time.perf_counter()
         x, stats = self.preprocess(images)
-        probs = softmax(ort_logits(self.session, x, batch_size=len(x)).astype(np.float64), axis=1)
+        probs = softmax(self.model.logits(x).astype(np.float64), axis=1)
         share = (time.perf_counter() - t0) * 1000 / len(images)
         out = []
         for i, p in enumerate(probs):
@@ -244,6 +264,22 @@ def study_metrics(path, variant:str) -> dict|None:
     return None if mod is None else {"dataset": m.get("dataset"), "profile": m.get("profile"), "created": m.get("created"),
                                      "cpu": m.get("env", {}).get("cpu"), **{k: mod[k] for k in keep if k in mod}}
 
+# %% ../nbs/05_serve.ipynb #a4c1d2e2
+def read_model_card(path, # the served .onnx
+                    sha256:str, # the served file's sha256
+                   ) -> tuple[dict, str]: # (the card's JSON, its Markdown)
+    "The model card beside `path`, checked against the served file's sha256."
+    js, md = model_card_paths(path)
+    if not (js.is_file() and md.is_file()):
+        raise FileNotFoundError(f"no model card beside {Path(path).name} (expected {js.name} and {md.name}, written by `fabguard study`)")
+    try: card = json.loads(js.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{js}: not JSON ({e})") from None
+    if (card.get("model") or {}).get("sha256") != sha256:
+        raise ValueError(f"{js.name} describes another file (sha256 {str((card.get('model') or {}).get('sha256'))[:12]}, "
+                         f"served {sha256[:12]}); rerun the study that exported {Path(path).name}")
+    return card, md.read_text()
+
+
 # %% ../nbs/05_serve.ipynb #56d7155a
 def _status_of(e:ImageError) -> int:
     return 415 if "not an image" in str(e) or "unsupported format" in str(e) else 400
@@ -274,18 +310,20 @@ class UploadLimit:
         await self.app(scope, counted, send)
 
 
-def create_app(model, # a .onnx path or an `Engine`
+def create_app(model, # a .onnx or .pte path, or an `Engine`
                db=None, # SQLite prediction log (None: no log)
                metrics=None, # the study's metrics.json, for /model_info
                max_upload_mb:float=20, # request body limit, in MB = 10^6 bytes
                max_files:int=64, # images per request
-               threads:int|None=1, # ONNX Runtime intra-op threads when `model` is a path
+               threads:int|None=1, # the runtime's threads when `model` is a path
               ):
-    "The FastAPI service: POST /predict, GET /health, /model_info, /metrics, /docs."
+    "The FastAPI service: POST /predict, GET /health, /model_info, /model_card, /metrics, /docs."
     engine = model if isinstance(model, Engine) else Engine(model, threads=threads)
     log = PredictionLog(db) if db else None
     study = study_metrics(metrics, engine.variant) if metrics else None
     if study and "sha256" in study: study["sha256_matches"] = study["sha256"] == engine.sha256
+    try: card, card_error = read_model_card(engine.path, engine.sha256), None
+    except (FileNotFoundError, ValueError) as e: card, card_error = None, str(e)
     stats = ServiceStats()
     app = FastAPI(title="FabGuard", version=fabguard.__version__, description="Defect classification of fab and PCB micrographs.")
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * MB),
@@ -331,9 +369,16 @@ def create_app(model, # a .onnx path or an `Engine`
 
     @app.get("/model_info", summary="The model and what the study measured for it")
     def model_info():
-        return {"fabguard_version": fabguard.__version__, "variant": engine.variant, "arch": engine.meta.get("arch"),
+        return {"fabguard_version": fabguard.__version__, "variant": engine.variant, "runtime": engine.runtime, "arch": engine.meta.get("arch"),
                 "file": engine.path.name, "sha256": engine.sha256, "source_sha256": engine.meta.get("source_sha256"),
-                "classes": engine.classes, "good_class": engine.good_class, "img_size": engine.img_size, "mean": engine.mean, "std": engine.std, "study": study}
+                "classes": engine.classes, "good_class": engine.good_class, "img_size": engine.img_size, "mean": engine.mean, "std": engine.std, "study": study,
+                "model_card": "/model_card" if card else None}
+
+    @app.get("/model_card", summary="The model card the study wrote beside the .onnx (JSON; Markdown with Accept: text/markdown)")
+    def model_card(request: Request):
+        if card is None: raise HTTPException(404, card_error)
+        if "text/markdown" in request.headers.get("accept", ""): return PlainTextResponse(card[1], media_type="text/markdown")
+        return card[0]
 
     @app.get("/metrics", summary="Requests, latency percentiles and class histogram since start")
     def metrics_(): return stats.snapshot()

@@ -12,12 +12,12 @@ from pathlib import Path
 import papermill as pm
 
 # %% auto #0
-__all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'load_profile', 'folder_fingerprint', 'step_stamp',
-           'StudyError', 'squash_progress', 'run_study']
+__all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'dataset_family', 'load_profile', 'folder_fingerprint',
+           'step_stamp', 'StudyError', 'squash_progress', 'run_study']
 
 # %% ../nbs/06_study.ipynb #5191c9b3
 PROFILES = ("smoke", "quick", "full")
-STUDY_NOTEBOOKS = ("00_data", "01_teacher", "02_distill", "03_quantize", "03a_prune", "04_benchmark")  # executed in this order by `fabguard study`
+STUDY_NOTEBOOKS = ("00_data", "01_teacher", "02_distill", "03_quantize", "03a_prune", "03c_edge", "04_benchmark", "04a_gallery")  # executed in this order by `fabguard study`
 RUNNER_KEYS = ("dataset", "profile", "run_dir", "report_dir", "good_class")  # set by the runner, not by profiles
 
 
@@ -33,15 +33,28 @@ def _literal(v:str):
     except (ValueError, SyntaxError): return v
 
 
+def dataset_family(dataset:str|None) -> str|None:
+    "The overlay family of a dataset: 'elpv' for elpv2 and elpv4, None otherwise."
+    return "elpv" if dataset in ("elpv2", "elpv4") else None
+
+
 def load_profile(profile:str, # smoke | quick | full
                  settings=None, # path of settings.ini (default: the checkout's)
+                 dataset:str|None=None, # with 'elpv2' or 'elpv4', the profile's [<profile>.elpv] overlay applies on top
                 ) -> dict:
-    "The parameters of `profile`: its section of settings.ini over [DEFAULT], as Python values."
+    "The parameters of `profile`: its section of settings.ini over [DEFAULT], then the dataset family's overlay section, as Python values."
     cp = configparser.ConfigParser(interpolation=None)
     path = Path(settings) if settings else repo_root() / "settings.ini"
     if not cp.read(path): raise FileNotFoundError(f"{path}: settings file not found")
-    if not cp.has_section(profile): raise ValueError(f"profile={profile!r}: not in {path} (choose from {cp.sections()})")
-    return {k: _literal(v) for k, v in cp[profile].items()}
+    if "." in profile or not cp.has_section(profile):
+        raise ValueError(f"profile={profile!r}: not in {path} (choose from {[s for s in cp.sections() if '.' not in s]})")
+    out = {k: _literal(v) for k, v in cp[profile].items()}
+    overlay = f"{profile}.{dataset_family(dataset)}"
+    if dataset_family(dataset) and cp.has_section(overlay):
+        own = configparser.ConfigParser(interpolation=None, default_section="overlays have no defaults"); own.read(path)
+        out.update({k: _literal(v) for k, v in own[overlay].items()})  # only the keys the overlay names itself
+    return out
+
 
 # %% ../nbs/06_study.ipynb #cb2da852
 def folder_fingerprint(path) -> str:
@@ -115,7 +128,7 @@ def run_study(profile:str="quick", # smoke | quick | full
     root = repo_root(root)
     if dataset not in ("synthetic", "elpv2", "elpv4") and not Path(dataset).expanduser().is_dir():
         raise ValueError(f"dataset={dataset!r}: not synthetic, elpv2, elpv4 or an existing folder")
-    base = load_profile(profile, root / "settings.ini")
+    base = load_profile(profile, root / "settings.ini", dataset=dataset)  # with the dataset family's overlay (ELPV)
     key = _dataset_key(dataset)
     dataset_arg = dataset if dataset in ("synthetic", "elpv2", "elpv4") else str(Path(dataset).expanduser().resolve())
     run_dir = Path(artifacts or root / "artifacts").resolve() / f"{key}-{profile}"
@@ -125,7 +138,7 @@ def run_study(profile:str="quick", # smoke | quick | full
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
     previous = folder_fingerprint(dataset_arg) if Path(dataset_arg).is_dir() else dataset_arg
     t_all = time.perf_counter()
-    times_path = report_dir / "study_times.json"  # seconds per notebook, written after each step (04 reports 00..03a)
+    times_path = report_dir / "study_times.json"  # seconds per notebook, written after each step (04 reports 00..03c)
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for i, name in enumerate(notebooks, 1):
         src = root / "nbs" / f"{name}.ipynb"

@@ -24,13 +24,11 @@ def fabguard_cmd(*args):
     return [str(BIN / "fabguard"), *map(str, args)]
 
 
-def make_test_model(path, img_size:int=64, classes=CLASSES, variant:str=VARIANT, int8:bool=False, props:dict|None=None) -> Path:
-    "An untrained MobileNetV3-Small (BatchNorm set on synthetic images) exported by `quantize.export_onnx` (uint8 input); INT8 by `quantize.quantize_int8`; `props` override metadata."
-    import onnx, torchvision
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    from fabguard.quantize import ImageCalibrationReader, export_onnx, quantize_int8, set_metadata
+def make_test_net(img_size:int=64, classes=CLASSES):
+    "An untrained MobileNetV3-Small, BatchNorm set on synthetic images: (model, checkpoint metadata, those uint8 images)."
+    import torchvision
     from fabguard.train import make_meta
-    path = Path(path); torch.manual_seed(0)
+    torch.manual_seed(0)
     m = torchvision.models.mobilenet_v3_small(num_classes=len(classes))
     for b in m.modules():
         if isinstance(b, torch.nn.BatchNorm2d): b.momentum = None; b.reset_running_stats()
@@ -38,7 +36,15 @@ def make_test_model(path, img_size:int=64, classes=CLASSES, variant:str=VARIANT,
                       for i, c in enumerate(list(classes) * 2)])
     with torch.no_grad(): m.train()(normalize(x8))
     torch.nn.init.normal_(m.classifier[-1].weight, 0, 0.1); m.eval()
-    meta = make_meta("mobilenet_v3_small", list(classes), img_size, "0" * 64, good_class=GOOD if GOOD in classes else None)
+    return m, make_meta("mobilenet_v3_small", list(classes), img_size, "0" * 64, good_class=GOOD if GOOD in classes else None), x8
+
+
+def make_test_model(path, img_size:int=64, classes=CLASSES, variant:str=VARIANT, int8:bool=False, props:dict|None=None) -> Path:
+    "`make_test_net` exported by `quantize.export_onnx` (uint8 input); INT8 by `quantize.quantize_int8`; `props` override metadata."
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from fabguard.quantize import ImageCalibrationReader, export_onnx, quantize_int8, set_metadata
+    path = Path(path); m, meta, x8 = make_test_net(img_size, classes)
     fp32 = path.with_name(path.stem + "-fp32.onnx") if int8 else path
     export_onnx(m, meta, fp32, variant, "0" * 64)
     if int8:
@@ -49,6 +55,13 @@ def make_test_model(path, img_size:int=64, classes=CLASSES, variant:str=VARIANT,
         mp = onnx.load(path); d = {q.key: q.value for q in mp.metadata_props}; d.update(props)
         onnx.helper.set_model_props(mp, d); onnx.save(mp, path)
     return path
+
+
+def make_test_pte(path, img_size:int=64, variant:str=VARIANT, int8:bool=False) -> Path:
+    "`make_test_net` exported by `edge.export_pte` (FP32, or INT8 calibrated on its images), with its sidecar."
+    from fabguard.edge import export_pte
+    m, meta, x8 = make_test_net(img_size)
+    return export_pte(m, meta, path, img_size, x8 if int8 else None, variant=variant, source_sha256="0" * 64)
 
 
 def encode(a, fmt="PNG", **kw) -> bytes:

@@ -8,7 +8,7 @@ apart (`SharedOut`, BatchNorm statistics per share, as on the ranks): they agree
 (relative 1e-4). Dropout is off in that comparison: each rank draws its own dropout masks, which one process cannot
 repeat. Against a plain single-process run the numbers are close but not equal (printed, not asserted).
 """
-import json, os, shutil, subprocess, sys
+import configparser, json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +16,11 @@ import torch
 from torch import nn
 
 from fabguard.cli import main
-from fabguard.data import load_tensors, prepare_dataset
-from fabguard.distill import train_students
+from fabguard.data import ELPV_AUGMENT, load_tensors, prepare_dataset
 from fabguard.files import write_json
 from fabguard.study import load_profile
 from fabguard.train import (BUDGET_RECIPE, compute_metrics, fit, load_checkpoint, make_meta, predict_logits, recipe_model,
-                            save_checkpoint, seed_everything, train_teacher)
+                            save_checkpoint, seed_everything)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = load_profile("smoke", ROOT / "settings.ini")
@@ -146,30 +145,49 @@ def test_resume_after_a_rank_is_killed(smoke, two, tmp_path):
     for k, v in a["model"].items(): assert torch.equal(v, b["model"][k]), k
 
 
+def _study_cell(notebook, cell_id, run, prof, ns=None):
+    "Run one study cell of a notebook as `fabguard study` would (its parameters: the profile `prof`, this run directory); its namespace."
+    nb = json.loads((ROOT / "nbs" / notebook).read_text())
+    cells = {c.get("id"): "".join(c["source"]) for c in nb["cells"]}
+    params = next("".join(c["source"]) for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    if ns is None:
+        ns = {}; exec("from fabguard.data import *\nfrom fabguard.train import *\nfrom fabguard.distill import *", ns)
+        exec(params, ns); ns.update({k: v for k, v in prof.items() if k in ns}, run_dir=Path(run))
+    assert cell_id in cells and cells[cell_id].startswith("#| study"), f"{notebook}: no study cell {cell_id}"
+    exec(cells[cell_id], ns); return ns
+
+
 def test_cli_trains_the_teacher_and_students_on_two_processes(smoke, tmp_path):
+    "`fabguard train` on two processes, then 01's and 02's own study cells on one: they find every model finished."
     run = _copy(smoke, tmp_path / "run")
-    p = torchrun("-m", "fabguard.cli", "train", "--run-dir", run, "--model", "teacher", "--profile", "smoke")
+    cp = configparser.ConfigParser(interpolation=None); cp.read(ROOT / "settings.ini")  # smoke, with the students' own batch and lr
+    cp["smoke"].update(student_batch_size="16", student_lr="0.003", augment='"elpv"')  # and another augmentation than the default
+    with open(tmp_path / "settings.ini", "w") as f: cp.write(f)
+    prof = load_profile("smoke", tmp_path / "settings.ini")
+    p = torchrun("-m", "fabguard.cli", "train", "--run-dir", run, "--model", "teacher", "--profile", "smoke", "--settings", tmp_path / "settings.ini")
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("teacher seed 0: best val macro-F1") == 1  # rank 0 reports
     _, scan, data = smoke
     teacher, meta = load_checkpoint(run / "teacher.pt", classes=scan.classes)
     report = json.loads((run / "teacher_train.json").read_text())
     assert report["processes"] == 2 and report["runs"]["teacher"][0]["history"][0]["world_size"] == 2
-    # one process (as 01's study cell) finds the teacher finished: nothing is trained again
-    _, _, again = train_teacher(scan, data, run, SMOKE["img_size"], SMOKE["recipe"], SMOKE["teacher_epochs"], SMOKE["batch_size"],
-                                SMOKE["patience"], SMOKE["seed"], SMOKE["pretrained"], progress=False)
-    assert again["history"] == report["runs"]["teacher"][0]["history"]
-    args = ["train", "--run-dir", str(run), "--model", "students", "--profile", "smoke"]
+    assert report["runs"]["teacher"][0]["recipe"]["augment"] == repr(ELPV_AUGMENT)
+    # 01's study cells, in one process, find the teacher finished: nothing is trained again
+    ns = _study_cell("01_teacher.ipynb", "f8f82480", run, prof, _study_cell("01_teacher.ipynb", "754b868c", run, prof))
+    assert ns["run"]["history"] == report["runs"]["teacher"][0]["history"]
+    args = ["train", "--run-dir", str(run), "--model", "students", "--profile", "smoke", "--settings", str(tmp_path / "settings.ini")]
     assert main(args) == 2  # 01 has not evaluated the teacher yet
     test = compute_metrics(data["test"][1], predict_logits(teacher, data["test"][0]), scan.classes)
     save_checkpoint(run / "teacher.pt", teacher, dict(meta, metrics=dict(meta["metrics"], test=test)))  # what 01 does
     p = torchrun("-m", "fabguard.cli", *args)
     assert p.returncode == 0, p.stderr[-3000:]
-    for name in ("student", "student_scratch"): load_checkpoint(run / f"{name}.pt", classes=scan.classes)
+    for name in ("student", "student_scratch", "student_minimal"): load_checkpoint(run / f"{name}.pt", classes=scan.classes)
     report = json.loads((run / "students_train.json").read_text())
-    assert report["processes"] == 2 and set(report["runs"]) == {"student_kd", "student_scratch"}
-    teacher, meta = load_checkpoint(run / "teacher.pt", classes=scan.classes)
-    res = train_students(scan, data, run, teacher, meta, T=SMOKE["kd_temperature"], alpha=SMOKE["kd_alpha"], kd_views=SMOKE["kd_views"],
-                         epochs=SMOKE["student_epochs"], batch_size=SMOKE["batch_size"], patience=SMOKE["patience"],
-                         recipe=SMOKE["recipe"], progress=False)
-    assert [r["history"] for r in res["runs"]["student_kd"]] == [r["history"] for r in report["runs"]["student_kd"]]  # resumed, as 02 would
+    assert report["processes"] == 2 and report["workers"] == 1 and set(report["runs"]) == {"student_kd", "student_scratch", "student_minimal"}
+    assert all(r["history"][0]["world_size"] == 2 and (r["recipe"]["batch_size"], r["recipe"]["lr"]) == (16, 0.003)
+               for v in report["runs"].values() for r in v)
+    # 02's study cell, in one process (its worker processes), finds every student finished: nothing is trained again
+    res = _study_cell("02_distill.ipynb", "0c866aa6", run, prof)["res"]
+    assert res["workers"] == prof["student_workers"] > 1
+    for k, v in report["runs"].items():
+        assert [r["history"] for _, r in res["students"][k]] == [r["history"] for r in v], k

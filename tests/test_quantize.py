@@ -1,8 +1,7 @@
 "Bad inputs of 03 (clear one-line errors) and the parity check catching a different model."
 import numpy as np, onnx, pytest, torch
-from onnxruntime.quantization.shape_inference import quant_pre_process
-from fabguard.quantize import (ImageCalibrationReader, ParityError, QuantizeError, check_parity, export_onnx, load_onnx, quant_configs,
-                               quantize_int8, sensitive_nodes, variant_name)
+from fabguard.quantize import (ImageCalibrationReader, ParityError, QuantizeError, check_parity, export_onnx, load_onnx, pre_process,
+                               quant_configs, quantize_int8, variant_name)
 from fabguard.runtime import ModelFileError, ort_logits, ort_session
 from fabguard.train import CheckpointError, build_model, load_checkpoint, make_meta, predict_logits, save_checkpoint
 
@@ -82,20 +81,20 @@ def test_parity_on_logits_in_the_tens(tmp_path):
 def test_int8_of_the_uint8_graph(exported, tmp_path):
     "The graph starts with the normalization (Cast, Div, Sub, Div): every configuration of the smoke grid, and the stem kept in float, still quantize and run on uint8 images."
     d, m, p = exported
-    pre = tmp_path / "pre.onnx"; quant_pre_process(str(p), str(pre)); g = onnx.load(pre).graph
-    stem = sensitive_nodes(onnx.load(pre), "stem")
-    conv = next(n for n in g.node if n.name == stem[0]); w = next(i for i in g.initializer if i.name == conv.input[1])
-    assert len(stem) == 1 and w.dims[1] == 3 and g.input[0].name not in conv.input  # the 3-channel stem, behind the normalization
+    pre = pre_process(p, tmp_path / "pre.onnx"); g = onnx.load(pre).graph
+    convs = [n for n in g.node if n.op_type == "Conv"]; conv = convs[0]; w = next(i for i in g.initializer if i.name == conv.input[1])
+    assert w.dims[1] == 3 and g.input[0].name not in conv.input  # the 3-channel stem, behind the normalization
+    ranking = [conv.name, convs[1].name]  # the stem first, as if it were the worst node
     x = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     reader = ImageCalibrationReader(x, n=24, min_images=16)
     fp32 = ort_logits(ort_session(p), x.numpy())
     base = quant_configs("smoke")[0]
-    for cfg in quant_configs("smoke") + [{**base, "exclude": ("stem",)}, {**base, "fmt": "QDQ", "exclude": ("stem",)}]:
-        q = quantize_int8(pre, tmp_path / f"{variant_name(cfg)}.onnx", reader, **cfg)
+    for cfg in quant_configs("smoke") + [{**base, "float_nodes": 1}, {**base, "fmt": "QDQ", "float_nodes": 1}]:
+        q = quantize_int8(pre, tmp_path / f"{variant_name(cfg)}.onnx", reader, ranking=ranking, **cfg)
         qg = onnx.load(q).graph
         assert qg.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8, cfg
         assert any(n.op_type in ("QLinearConv", "QuantizeLinear") for n in qg.node), cfg
-        if cfg["exclude"] == ("stem",):  # the stem stays a float Conv with its float weights
+        if cfg["float_nodes"]:  # the stem stays a float Conv with its float weights
             assert any(n.op_type == "Conv" and n.input[1] == conv.input[1] for n in qg.node), cfg
         lg = ort_logits(ort_session(q), x.numpy())
         assert lg.shape == fp32.shape and np.isfinite(lg).all(), cfg

@@ -1,5 +1,5 @@
 "The serving stack over real HTTP: a uvicorn server on a free loopback port, good and bad uploads, concurrency, drift."
-import contextlib, io, json, os, socket, sqlite3, subprocess, sys, time, zlib
+import contextlib, io, json, os, shutil, socket, sqlite3, subprocess, sys, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -9,6 +9,7 @@ from PIL import Image
 
 from conftest import VARIANT, draw, encode
 from fabguard.cli import main
+from fabguard.files import model_card_paths
 from fabguard.serve import PredictionLog, background_server, create_app
 
 MAX_MB = 0.25
@@ -39,6 +40,26 @@ def test_health_docs_model_info(server, engine):
     assert info["study"]["accuracy"] == 0.91 and info["study"]["latency_ms"]["b1_t1"]["p50"] == 1.5 and info["study"]["dataset"] == "synthetic"
     assert httpx.get(f"{url}/docs").status_code == 200
     assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
+def test_model_card(server, engine, model_path, tmp_path):
+    "GET /model_card: the card beside the served .onnx as JSON, or as Markdown when asked; a clear 404 without one or for another file's card."
+    url, _ = server  # its model has no card beside it
+    r = httpx.get(f"{url}/model_card")
+    assert r.status_code == 404 and r.json()["detail"].startswith(f"no model card beside {model_path.name} (expected {model_path.stem}.model_card.json")
+    assert httpx.get(f"{url}/model_info").json()["model_card"] is None
+    served = tmp_path / "student_int8.onnx"; shutil.copyfile(model_path, served)
+    js, md = model_card_paths(served)
+    card = {"format": "fabguard-model-card/1", "model": {"file": served.name, "sha256": engine.sha256}, "performance": {"accuracy": 0.91}}
+    js.write_text(json.dumps(card)); md.write_text("# Model card: `student_int8.onnx`\n")
+    with background_server(create_app(served)) as u:
+        assert httpx.get(f"{u}/model_card").json() == card and httpx.get(f"{u}/model_info").json()["model_card"] == "/model_card"
+        r = httpx.get(f"{u}/model_card", headers={"Accept": "text/markdown"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/markdown") and r.text == md.read_text()
+    js.write_text(json.dumps({**card, "model": {"sha256": "f" * 64}}))  # a card left over from another export
+    with background_server(create_app(served)) as u:
+        r = httpx.get(f"{u}/model_card")
+    assert r.status_code == 404 and "student_int8.model_card.json describes another file (sha256 ffffffffffff" in r.json()["detail"]
 
 
 def test_predict_formats(server, engine):

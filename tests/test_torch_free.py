@@ -6,7 +6,8 @@ from PIL import Image
 
 from conftest import draw
 
-STUDY_ONLY = ("torch", "torchvision", "matplotlib", "pandas", "sklearn", "seaborn", "onnx", "onnxscript", "papermill", "nbdev")
+STUDY_ONLY = ("torch", "torchvision", "matplotlib", "pandas", "sklearn", "seaborn", "onnx", "onnxscript", "papermill", "nbdev",
+              "executorch")  # ExecuTorch (the edge extra) too: an .onnx is served without it
 
 BLOCK = """
 import sys
