@@ -89,10 +89,14 @@ class SharedOut(nn.Module):
 
 
 def _single(smoke, ckpt, shared:bool):
+    "One process, on one thread as each rank (OMP_NUM_THREADS=1): a kernel's float sums in the ranks' order, whatever the cores."
     _, scan, data = smoke
-    seed_everything(0); m = recipe_model(ARCH, len(scan.classes), RECIPE)
-    run = fit(SharedOut(m) if shared else m, data, ckpt, make_meta(ARCH, scan.classes, 64, scan.hash), recipe=RECIPE, epochs=EPOCHS,
-              batch_size=BS, patience=10, seed=0, progress=False)
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try:
+        seed_everything(0); m = recipe_model(ARCH, len(scan.classes), RECIPE)
+        run = fit(SharedOut(m) if shared else m, data, ckpt, make_meta(ARCH, scan.classes, 64, scan.hash), recipe=RECIPE, epochs=EPOCHS,
+                  batch_size=BS, patience=10, seed=0, progress=False)
+    finally: torch.set_num_threads(threads)
     return m, run
 
 
