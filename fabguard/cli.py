@@ -27,8 +27,53 @@ def _data_check(a):
 
 
 def _study(a):
-    from fabguard.study import run_study
-    run_study(profile=a.profile, dataset=a.dataset, force=a.force, good_class=a.good_class)
+    from fabguard.study import STUDY_NOTEBOOKS, run_study
+    if a.until is not None and a.until not in STUDY_NOTEBOOKS:
+        raise ValueError(f"--until {a.until}: not one of the study's notebooks ({', '.join(STUDY_NOTEBOOKS)})")
+    notebooks = STUDY_NOTEBOOKS[:STUDY_NOTEBOOKS.index(a.until) + 1] if a.until else STUDY_NOTEBOOKS
+    run_study(profile=a.profile, dataset=a.dataset, force=a.force, good_class=a.good_class, notebooks=notebooks)
+
+
+def _train(a):
+    import torch.distributed as dist
+    from fabguard.data import ELPV_CLASSES, get_augment, load_scan, load_tensors
+    from fabguard.distill import study_students
+    from fabguard.files import write_json
+    from fabguard.study import load_profile
+    from fabguard.train import compute_metrics, dist_info, init_distributed, library_versions, load_checkpoint, predict_logits, train_teacher
+    scan = load_scan(a.run_dir)  # the profile with its dataset's overlay, as `fabguard study` reads it (an ELPV scan's layout names the task)
+    p = load_profile(a.profile, a.settings, dataset=scan.layout if scan.layout in ELPV_CLASSES else None)
+    device = init_distributed(a.device); rank, world = dist_info()  # under torchrun: this process's rank and device
+    try:
+        data = load_tensors(scan, p["img_size"], a.run_dir / "cache") if rank == 0 else None  # rank 0 fills a missing cache
+        if world > 1: dist.barrier()
+        data = data or load_tensors(scan, p["img_size"], a.run_dir / "cache", progress=False)
+        if a.model == "teacher":  # as 01's study cell
+            teacher, _, run = train_teacher(scan, data, a.run_dir, p["img_size"], p["recipe"], p["teacher_epochs"], p["batch_size"], p["patience"],
+                                            p["seed"], p["pretrained"], augment=get_augment(p["augment"]), device=device)
+            runs, extra = {"teacher": [(teacher, run)]}, {}
+        else:
+            teacher, tmeta = load_checkpoint(a.run_dir / "teacher.pt", classes=scan.classes, device=device)
+            if "test" not in tmeta["metrics"]:
+                raise ValueError(f"{a.run_dir / 'teacher.pt'}: not evaluated by 01 yet, and the students record the sha256 of the file "
+                                 f"01 evaluates: run `fabguard study --profile {a.profile} --until 01_teacher` first")
+            res = study_students(scan, data, a.run_dir, teacher, tmeta, T=p["kd_temperature"], alpha=p["kd_alpha"], kd_sweep=p["kd_sweep"],  # as 02's study cell
+                                 kd_seeds=p["kd_seeds"], kd_views=p["kd_views"], seed=p["seed"], epochs=p["student_epochs"],
+                                 batch_size=p["student_batch_size"], patience=p["patience"], recipe=p["recipe"], lr=p["student_lr"],
+                                 augment=get_augment(p["augment"]), workers=p["student_workers"], teacher_batch_size=p["batch_size"] * 4, device=device)
+            runs, extra = res["students"], {k: res[k] for k in ("T", "alpha", "sweep", "workers")}
+        if rank == 0:  # one report, by rank 0: every run's history and its best weights' test metrics
+            xt, yt = data["test"]
+            test = lambda m: {k: v for k, v in compute_metrics(yt, predict_logits(m, xt, device=device), scan.classes).items() if k in ("accuracy", "macro_f1", "ece")}
+            out = {k: [dict(r, test=test(m)) for m, r in v] for k, v in runs.items()}
+            write_json(a.run_dir / f"{a.model}_train.json", {"model": a.model, "profile": a.profile, "processes": world, "device": device.type,
+                                                              **extra, "runs": out, "versions": library_versions()})
+            for k, v in out.items():
+                for s_, r in enumerate(v, p["seed"]):
+                    print(f"{k} seed {s_}: best val macro-F1 {r['best_val_macro_f1']:.3f} at epoch {r['best_epoch']}, test macro-F1 "
+                          f"{r['test']['macro_f1']:.3f}, {r['train_seconds']:.0f} s of training on {world} process(es)")
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -77,7 +122,7 @@ def _drift(a):
     return 1 if any(r["drift"] for r in res) else 0
 
 
-_EXTRA = {"data": "study", "study": "study", "predict": "serve", "serve": "serve", "drift": "serve"}  # the extra each command needs (a .pte: edge)
+_EXTRA = {"data": "study", "study": "study", "train": "study", "predict": "serve", "serve": "serve", "drift": "serve"}  # the extra each command needs (a .pte: edge)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--dataset", default="synthetic", help="synthetic | elpv2 | elpv4 | a dataset folder")
     st.add_argument("--force", action="store_true", help="rerun steps whose inputs are unchanged")
     st.add_argument("--good-class", default=None, metavar="NAME", help=good_help)
+    st.add_argument("--until", default=None, metavar="NOTEBOOK", help="stop after this notebook (00_data, 01_teacher, ...): "
+                    "`fabguard train` can then train the next step's models on several processes")
     st.set_defaults(func=_study)
+    tr = sub.add_parser("train", help="train the study's teacher or students on a run directory; `torchrun` runs it on several processes")
+    tr.add_argument("--run-dir", required=True, type=Path, help="run directory made by 00_data (manifest.json, cache/); checkpoints go there")
+    tr.add_argument("--model", required=True, choices=["teacher", "students"],
+                    help="teacher: 01's EfficientNet-B0; students: every student of 02 (from teacher.pt, once 01 has evaluated it)")
+    tr.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"], help="the parameters: a section of settings.ini")
+    tr.add_argument("--settings", type=Path, default=None, help="settings file (default: the checkout's settings.ini)")
+    tr.add_argument("--device", default=None, help="cpu | cuda (default: CUDA when available; under torchrun, one GPU per process)")
+    tr.set_defaults(func=_train)
     pr = sub.add_parser("predict", help="classify images or folders of images with a model (.onnx or .pte)")
     pr.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files and folders (searched recursively)")
     pr.add_argument("--model", required=True, type=Path, help="a model the study exported: .onnx (ONNX Runtime) or .pte (ExecuTorch, beside its .pte.json)")
@@ -146,3 +201,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("fabguard: interrupted", file=sys.stderr); return 130
     return rc or 0
+
+
+if __name__ == "__main__" and "IPython" not in sys.modules: sys.exit(main())  # `python -m fabguard.cli`, as `torchrun -m` starts it

@@ -325,27 +325,35 @@ def balanced_sampler(y:torch.Tensor, generator=None) -> torch.utils.data.Weighte
 
 
 class Batches:
-    "Batches of (images, labels) of one split: class-balanced and augmented for training, in order otherwise."
+    "Batches of (images, labels) of one split: class-balanced and augmented for training, in order otherwise; or one rank's share of each."
     def __init__(self, x, y, # a split of the tensor store
-                 batch_size:int=64,
+                 batch_size:int=64, # images per batch, over all ranks
                  train:bool=False, # balanced draws and `augment`
                  seed:int=0, # seeds the draws and the augmentations: the same seed gives the same epoch
                  augment:Augment|None=SEED_AUGMENT,
                  device=None, # where batches go (and are augmented); default: the CPU
                  with_index:bool=False, # also yield each batch's indices into the split
+                 rank:int=0, world:int=1, # distributed training: this process's contiguous share of every batch, of `world` shares
                 ):
         if len(y) == 0: raise ValueError("empty split: no images to load")
+        if not 0 <= rank < world: raise ValueError(f"rank={rank}: not in 0..{world - 1} (world={world})")
         self.x, self.y, self.bs, self.train, self.seed, self.augment = x, y, batch_size, train, seed, augment
-        self.device, self.with_index = torch.device(device or "cpu"), with_index
+        self.device, self.with_index, self.rank, self.world = torch.device(device or "cpu"), with_index, rank, world
 
     def __len__(self): return math.ceil(len(self.y) / self.bs)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed)
         idx = torch.tensor(list(balanced_sampler(self.y, g))) if self.train else torch.arange(len(self.y))
+        aug = self.train and self.augment is not None
         for i in range(0, len(idx), self.bs):
-            b = idx[i:i + self.bs]; xb = self.x[b].to(self.device, non_blocking=True)
-            if self.train and self.augment is not None: xb = self.augment(xb, g)
+            b = idx[i:i + self.bs]
+            p = self.augment.draw(len(b), g) if aug else None  # the whole batch's draws, the same on every rank
+            if self.world > 1:
+                mine = torch.tensor_split(torch.arange(len(b)), self.world)[self.rank]
+                b, p = b[mine], {k: v[mine] for k, v in p.items()} if aug else None
+            xb = self.x[b].to(self.device, non_blocking=True)
+            if aug: xb = self.augment(xb, params=p)
             yb = self.y[b].to(self.device, non_blocking=True)
             yield (xb, yb, b) if self.with_index else (xb, yb)
 

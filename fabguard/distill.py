@@ -6,6 +6,9 @@ Docs: https://github.com/fabguard/fabguard/distill.html.md"""
 
 # %% ../nbs/02_distill.ipynb #5cf2929f
 from __future__ import annotations
+import time
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -13,12 +16,14 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment
-from .train import CELoss, compute_metrics, fit, get_recipe, load_checkpoint, n_params, predict_logits, recipe_model, seed_everything
+from .files import sha256_file
+from .train import (CELoss, compute_metrics, dist_info, fit, gather_rows, get_recipe, init_distributed, load_checkpoint, make_meta,
+    n_params, predict_logits, recipe_model, seed_everything)
 
 # %% auto #0
-__all__ = ['kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'soft_entropy',
-           'teacher_ablation', 'macro_f1', 'paired_difference', 'distill_findings', 'count_flops', 'compare',
-           'plot_comparison']
+__all__ = ['KD_SWEEP', 'kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'study_students',
+           'soft_entropy', 'teacher_ablation', 'macro_f1', 'paired_difference', 'distill_findings', 'count_flops',
+           'compare', 'plot_comparison']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -113,6 +118,60 @@ def train_students(data:dict, meta:dict, jobs:list, # each {"name", "ckpt", "kw"
         for f in tqdm(cf.as_completed(futs), total=len(futs), desc=f"students ({workers} workers)", disable=not progress):
             hist[futs[f]] = f.result()
     return {j["name"]: (load_checkpoint(j["ckpt"], meta["classes"])[0], hist[j["name"]]) for j in jobs}
+
+
+# %% ../nbs/02_distill.ipynb #e41b8d27
+KD_SWEEP = {"T": (1.0, 2.0, 4.0, 8.0), "alpha": (0.5, 0.7, 0.9)}  # the grid of `kd_sweep`
+
+
+def study_students(scan, # the run's `DatasetScan`
+                   data:dict, # its tensor store (00_data's cache)
+                   run_dir, # holds the teacher.pt that 01 evaluated; the students' checkpoints go there too
+                   teacher:nn.Module, teacher_meta:dict, # `load_checkpoint(run_dir / "teacher.pt")`
+                   T:float=4.0, alpha:float=0.7, # used unless the sweep chooses
+                   kd_sweep:bool=False, # first distil with every T and alpha of `kd_grid`; the pair uses the best on validation
+                   kd_seeds:int=1, # seeds of the distilled / scratch pair: seed, seed + 1, ...
+                   kd_views:int=0, # fixed augmented views scored once by the teacher (0: the teacher runs online)
+                   seed:int=0, epochs:int=10, batch_size:int=64, patience:int=5, recipe="budget",
+                   lr:float|None=None, # the students' peak learning rate (None: the recipe's)
+                   augment:Augment=SEED_AUGMENT, # the training augmentation (of the views too)
+                   workers:int=1, # students at once (`train_students`); 1 when the teacher runs online or under torchrun
+                   teacher_batch_size:int=256, # the teacher's batch when it scores the views
+                   kd_grid:dict=KD_SWEEP, progress:bool=True,
+                   **fit_kw) -> dict:
+    "Every student of 02's study, trained by `train_students` into `run_dir`: the sweep (if asked), the pair on every seed, the minimalistic student."
+    run_dir = Path(run_dir)
+    meta = make_meta("mobilenet_v3_small", scan.classes, data["train"][0].shape[-1], scan.hash, good_class=scan.good_class,
+                     teacher={"arch": teacher_meta["arch"], "epoch": teacher_meta["epoch"], "sha256": sha256_file(run_dir / "teacher.pt")})
+    fit_kw = dict(epochs=epochs, batch_size=batch_size, patience=patience, augment=augment,
+                  recipe=dict(get_recipe(recipe), **({"lr": lr} if lr else {})), **fit_kw)
+    init_distributed(fit_kw.get("device"))  # under torchrun, join the process group first (as `fit` does)
+    workers = workers if kd_views and dist_info()[1] == 1 else 1  # an online teacher, or DDP: one student after another here
+    t0, views = time.perf_counter(), None
+    if kd_views:  # several processes score their share of the views
+        views = make_views(data["train"][0], kd_views, augment=augment, seed=seed)
+        cached = gather_rows(lambda v: view_logits(teacher, v, teacher_meta["mean"], teacher_meta["std"], teacher_batch_size), views)
+        kd_src, sc_src = dict(views=(views, cached)), dict(views=(views, None))
+    else: kd_src, sc_src = dict(teacher=teacher), {}
+    teaching_s, sweep = time.perf_counter() - t0, []
+    if kd_sweep:
+        grid = [{"name": f"T={T_:g} alpha={a_:g}", "ckpt": run_dir / "sweep" / f"student_T{T_:g}_a{a_:g}.pt",
+                 "kw": dict(T=T_, alpha=a_, seed=seed, **kd_src, **fit_kw)} for T_ in kd_grid["T"] for a_ in kd_grid["alpha"]]
+        done = train_students(data, meta, grid, workers, progress)
+        sweep = [{"T": j["kw"]["T"], "alpha": j["kw"]["alpha"], "val_macro_f1": done[j["name"]][1]["best_val_macro_f1"]} for j in grid]
+        best = max(sweep, key=lambda r: r["val_macro_f1"]); T, alpha = best["T"], best["alpha"]
+    jobs = []
+    for s_ in range(seed, seed + kd_seeds):
+        for k, src in (("student_kd", kd_src), ("student_scratch", sc_src)):
+            ck = run_dir / (("student.pt" if k == "student_kd" else "student_scratch.pt") if s_ == seed else f"seeds/{k}_seed{s_}.pt")
+            jobs.append({"name": f"{k} seed {s_}", "ckpt": ck, "kw": dict(T=T, alpha=alpha, seed=s_, **src, **fit_kw)})
+    jobs.append({"name": "student_minimal", "ckpt": run_dir / "student_minimal.pt",  # the INT8-friendly student (03), distilled alike
+                 "kw": dict(T=T, alpha=alpha, seed=seed, arch="mobilenet_v3_small_minimal", **kd_src, **fit_kw)})
+    done = train_students(data, meta, jobs, workers, progress)
+    students = {"student_kd": [], "student_scratch": [], "student_minimal": []}
+    for j in jobs: students[j["name"].split(" seed ")[0]].append(done[j["name"]])
+    return dict(students=students, # name -> [(student with its best weights, `fit`'s history)], one per seed
+                T=T, alpha=alpha, sweep=sweep, meta=meta, fit_kw=fit_kw, views=views, teaching_s=teaching_s, workers=workers)
 
 
 # %% ../nbs/02_distill.ipynb #d749c260

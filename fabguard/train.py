@@ -6,14 +6,16 @@ Docs: https://github.com/fabguard/fabguard/teacher.html.md"""
 
 # %% ../nbs/01_teacher.ipynb #a0f2bba1
 from __future__ import annotations
-import json, platform, random, time
+import json, os, platform, random, time
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torchvision
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from tqdm.auto import tqdm
 
@@ -25,8 +27,9 @@ from .files import atomic_write
 __all__ = ['ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE', 'RECIPES', 'SCHEDULES', 'MODEL_KNOBS',
            'mobilenet_v3_small_minimal', 'pretrained_path', 'build_model', 'n_params', 'pick_device', 'predict_logits',
            'reliability', 'compute_metrics', 'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint',
-           'load_checkpoint', 'get_recipe', 'recipe_model', 'seed_everything', 'CELoss', 'precise_bn', 'fit',
-           'plot_history', 'plot_confusion', 'plot_reliability', 'time_to_reach', 'plot_time_to_accuracy']
+           'load_checkpoint', 'get_recipe', 'recipe_model', 'seed_everything', 'CELoss', 'dist_info',
+           'init_distributed', 'from_rank0', 'gather_rows', 'precise_bn', 'fit', 'train_teacher', 'plot_history',
+           'plot_confusion', 'plot_reliability', 'time_to_reach', 'plot_time_to_accuracy']
 
 # %% ../nbs/01_teacher.ipynb #e6c8982a
 def mobilenet_v3_small_minimal(num_classes:int=1000, **kw) -> nn.Module:
@@ -242,6 +245,46 @@ class CELoss(nn.Module):
     def forward(self, logits, y, x=None, **cached): return nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
 
+# %% ../nbs/01_teacher.ipynb #d15e7a01
+def dist_info() -> tuple[int, int]:
+    "(rank, number of processes) of this process in the running process group; (0, 1) without one."
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def init_distributed(device=None) -> torch.device:
+    "This process's device; started by `torchrun` (WORLD_SIZE > 1), it first joins the process group: NCCL on CUDA, gloo on the CPU."
+    device = pick_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if device.type == "cuda":  # one GPU per process
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if device.index is None else device.index)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized(): dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def from_rank0(fn):
+    "`fn()` run on rank 0 alone and its result (or its exception) sent to every rank; plain `fn()` without a process group."
+    rank, world = dist_info()
+    if world == 1: return fn()
+    box = [None]
+    if rank == 0:
+        try: box = [(fn(), None)]
+        except Exception as e: box = [(None, e)]
+    dist.broadcast_object_list(box, src=0)
+    out, err = box[0]
+    if err is not None: raise err
+    return out
+
+
+def gather_rows(fn, x:torch.Tensor):
+    "`fn(x)` computed by all ranks together: each applies `fn` to its contiguous share of the rows, and every rank gets them all, in order."
+    rank, world = dist_info()
+    if world == 1: return fn(x)
+    mine, parts = torch.tensor_split(x, world)[rank], [None] * world
+    dist.all_gather_object(parts, fn(mine) if len(mine) else None)
+    return torch.cat([p for p in parts if p is not None])
+
+
 # %% ../nbs/01_teacher.ipynb #4520ac5c
 def _check_split(data, sp):
     if sp not in data or len(data[sp][1]) == 0: raise ValueError(f"empty split {sp!r}: no images to train or validate on")
@@ -262,12 +305,19 @@ def _scheduler(opt, r:dict, total_steps:int):
 def precise_bn(model:nn.Module, x:torch.Tensor, # uint8 training images
                n:int=1024, # images to average over
                mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size:int=256, seed:int=0):
-    "Recompute the BatchNorm running statistics over `n` training images with the current weights (`torch.optim.swa_utils.update_bn`)."
-    device = next(model.parameters()).device
+    "Recompute the BatchNorm running statistics over `n` training images with the current weights (`swa_utils.update_bn`), shared out over the ranks."
+    device = next(model.parameters()).device; rank, world = dist_info()
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
     cl = torch.channels_last if device.type == "cpu" else torch.preserve_format
-    batches = [normalize(x[idx[i:i + batch_size]].to(device), mean, std).contiguous(memory_format=cl) for i in range(0, len(idx), batch_size)]
+    batches = [normalize(x[idx[i:i + batch_size]].to(device), mean, std).contiguous(memory_format=cl)
+               for i in range(rank * batch_size, len(idx), batch_size * world)]  # this rank's batches: rank, rank + world, ...
     with torch.no_grad(): torch.optim.swa_utils.update_bn(batches, model)
+    if world > 1:  # update_bn averages over batches: the mean of the ranks' averages, weighted by their batches
+        total = -(-len(idx) // batch_size)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                for buf in (m.running_mean, m.running_var): buf.mul_(len(batches) / total); dist.all_reduce(buf)
+                m.num_batches_tracked.fill_(total)
     return model
 
 
@@ -282,9 +332,11 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
         augment:Augment|None=SEED_AUGMENT, # batched augmentation of training batches (on the training device)
         views:tuple|None=None, # fixed augmented views instead of `augment`: (K x N x 3 x S x S uint8, K x N x C teacher logits or None)
         device=None, resume:bool=True, progress:bool=True, desc:str="train") -> dict:
-    "Train `model` with a recipe; leaves it holding the best weights and returns the run's history."
+    "Train `model` with a recipe; leaves it holding the best weights and returns the run's history. Under `torchrun`, data-parallel over its processes."
     for sp in ("train", "val"): _check_split(data, sp)
-    r = get_recipe(recipe); device, ckpt = pick_device(device), Path(ckpt); cpu = device.type == "cpu"
+    r = get_recipe(recipe); device, ckpt = init_distributed(device), Path(ckpt); cpu = device.type == "cpu"
+    rank, world = dist_info(); main = rank == 0  # rank 0 writes the checkpoints and reports
+    say, progress = tqdm.write if main else (lambda msg: None), progress and main
     last = ckpt.with_name(ckpt.stem + "_last.pt")
     loss_fn = loss_fn if loss_fn is not None else CELoss(r["label_smoothing"])
     recipe = dict(r, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, augment=f"{len(views[0])} fixed views" if views else repr(augment),
@@ -296,64 +348,88 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
     model.to(device, memory_format=layout)
     if isinstance(loss_fn, nn.Module): loss_fn.to(device, memory_format=layout)  # e.g. a teacher inside the loss
     opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=r["weight_decay"], fused=True)  # one kernel for all parameters
-    steps = len(Batches(*data["train"], batch_size)); sched = _scheduler(opt, r, steps * epochs)
+    n_train = len(data["train"][1]); steps = len(Batches(*data["train"], batch_size)); sched = _scheduler(opt, r, steps * epochs)
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(r["ema"]), use_buffers=True)
            if r["ema"] else None)
     scored = lambda: ema.module if ema else model  # the weights evaluated and checkpointed
     st = dict(epoch=0, best=-1.0, best_epoch=0, bad=0, stopped=False, history=[])
-    if resume and last.exists():
-        ck = _load(last)
+    ck = from_rank0(lambda: _load(last) if resume and last.exists() else None)  # rank 0's files: no shared file system needed
+    if ck is not None:
         if ck.get("config") == config:
             model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
             if ema: ema.load_state_dict(ck["ema"])
-            st = ck["state"]; tqdm.write(f"{desc}: resuming from {last} after epoch {st['epoch']}")
-        else: tqdm.write(f"{desc}: {last} was written with other settings; training from the start")
+            st = ck["state"]; say(f"{desc}: resuming from {last} after epoch {st['epoch']}")
+        else: say(f"{desc}: {last} was written with other settings; training from the start")
+    # several processes: each trains its share of every batch, and DDP averages the gradients (the same weights on every rank)
+    net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
     xv, yv = data["val"]
     for ep in tqdm(range(st["epoch"], epochs), desc=desc, total=epochs, initial=st["epoch"], disable=not progress or st["stopped"]):
         if st["stopped"]: break
-        torch.manual_seed(_epoch_seed(seed, ep))  # dropout and stochastic depth draws
+        torch.manual_seed(_epoch_seed(seed, ep) * world + rank)  # dropout and stochastic depth draws: the epoch's, and each rank its own
         k = ep % len(views[0]) if views else None  # epoch ep trains on view ep mod K
         batches = Batches(views[0][k] if views else data["train"][0], data["train"][1], batch_size, train=True, seed=_epoch_seed(seed, ep),
-                          augment=None if views else augment, device=device, with_index=True)
+                          augment=None if views else augment, device=device, with_index=True, rank=rank, world=world)
         model.train(); n = correct = 0; total = 0.0; t0 = time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {ep + 1}/{epochs}", leave=False, disable=not progress)
         for i, (xb, yb, idx) in enumerate(bar):
-            if len(yb) < 2: continue  # batch norm cannot train on a single image
+            n_batch = min(batch_size, n_train - i * batch_size)  # over all ranks
+            if n_batch < 2 * world: continue  # batch norm cannot train on a single image (on any rank)
             x = normalize(xb, meta["mean"], meta["std"])
             if cpu: x = x.contiguous(memory_format=torch.channels_last)
             cached = {"teacher_logits": views[1][k][idx].to(device)} if views and views[1] is not None else {}
             with _autocast(device):
-                logits = model(x); loss = loss_fn(logits, yb, x, **cached)
+                logits = net(x); loss = loss_fn(logits, yb, x, **cached)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: non-finite loss ({loss.item()}) at epoch {ep + 1}, batch {i + 1}; "
                                          f"lower the learning rate (lr={r['lr']}) or check the data")
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            opt.zero_grad(set_to_none=True)
+            (loss if world == 1 else loss * (len(yb) * world / n_batch)).backward(); opt.step()  # shares of unequal size: the batch's mean
             if r["schedule"] != "plateau": sched.step()
             if ema: ema.update_parameters(model)
             n += len(yb); total += loss.item() * len(yb); correct += (logits.argmax(1) == yb).sum().item()
             bar.set_postfix(loss=f"{total / n:.3f}", acc=f"{correct / n:.3f}")
+        if world > 1:  # the epoch's sums over all ranks; the BatchNorm statistics of rank 0 (each rank ran its own share)
+            sums = torch.tensor([n, total, correct], dtype=torch.float64, device=device); dist.all_reduce(sums)
+            n, total, correct = int(sums[0]), sums[1].item(), int(sums[2])
+            for b in scored().buffers(): dist.broadcast(b, 0)
         if r["precise_bn"]: precise_bn(scored(), data["train"][0], r["precise_bn"], meta["mean"], meta["std"], batch_size * 2, seed)
         secs = time.perf_counter() - t0
-        lv = predict_logits(scored(), xv, meta["mean"], meta["std"], batch_size * 2, device)
+        lv = gather_rows(lambda xs: predict_logits(scored(), xs, meta["mean"], meta["std"], batch_size * 2, device), xv)  # all ranks: the same decisions
         val = compute_metrics(yv, lv, meta["classes"])
         if r["schedule"] == "plateau": sched.step(val["macro_f1"])
         row = dict(epoch=ep + 1, train_loss=total / n, train_acc=correct / n, val_loss=nn.functional.cross_entropy(lv, yv).item(),
                    val_acc=val["accuracy"], val_macro_f1=val["macro_f1"], lr=opt.param_groups[0]["lr"],
-                   images_per_s=n / secs, seconds=secs, elapsed_s=sum(h["seconds"] for h in st["history"]) + secs)
+                   images_per_s=n / secs, seconds=secs, elapsed_s=sum(h["seconds"] for h in st["history"]) + secs,
+                   **({"world_size": world} if world > 1 else {}))
         st["history"].append(row); st["epoch"] = ep + 1
         if val["macro_f1"] > st["best"]:
             st.update(best=val["macro_f1"], best_epoch=ep + 1, bad=0)
-            save_checkpoint(ckpt, scored(), dict(meta, recipe=recipe, metrics={"val": val}, epoch=ep + 1))
+            if main: save_checkpoint(ckpt, scored(), dict(meta, recipe=recipe, metrics={"val": val}, epoch=ep + 1))
         else:
             st["bad"] += 1; st["stopped"] = st["bad"] >= patience
-        _atomic_save({"config": config, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "ema": ema.state_dict() if ema else None, "state": st}, last)
-        if progress: tqdm.write(f"{desc} epoch {ep + 1}: loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | val macro-F1 "
+        if main: _atomic_save({"config": config, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                              "ema": ema.state_dict() if ema else None, "state": st}, last)
+        if progress: say(f"{desc} epoch {ep + 1}: loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | val macro-F1 "
                                 f"{row['val_macro_f1']:.3f} | lr {row['lr']:.1e} | {row['images_per_s']:.0f} images/s")
-        if st["stopped"]: tqdm.write(f"{desc}: early stop, no better val macro-F1 for {patience} epochs"); break
-    model.load_state_dict(_load(ckpt)["state_dict"]); model.eval()
+        if st["stopped"]: say(f"{desc}: early stop, no better val macro-F1 for {patience} epochs"); break
+    model.load_state_dict(from_rank0(lambda: _load(ckpt)["state_dict"])); model.eval()
     return dict(history=st["history"], best_val_macro_f1=st["best"], best_epoch=st["best_epoch"], stopped_early=st["stopped"],
                 train_seconds=sum(h["seconds"] for h in st["history"]), recipe=recipe)
+
+
+# %% ../nbs/01_teacher.ipynb #b5f0e6d2
+def train_teacher(scan, # the run's `DatasetScan` (`fabguard.data.load_scan`)
+                  data:dict, # its tensor store at `img_size` (`fabguard.data.load_tensors`)
+                  run_dir, img_size:int, recipe="budget", epochs:int=10, batch_size:int=64, patience:int=5, seed:int=0,
+                  pretrained:bool=False, # start from ImageNet weights in the local torch hub cache
+                  **fit_kw) -> tuple[nn.Module, dict, dict]:
+    "(teacher with its best weights, its metadata, `fit`'s history): the study's EfficientNet-B0, trained into `run_dir/teacher.pt`."
+    seed_everything(seed)
+    teacher = recipe_model("efficientnet_b0", len(scan.classes), recipe, pretrained=pretrained)
+    meta = make_meta("efficientnet_b0", scan.classes, img_size, scan.hash, good_class=scan.good_class, pretrained=pretrained)
+    run = fit(teacher, data, Path(run_dir) / "teacher.pt", meta, recipe=recipe, epochs=epochs, batch_size=batch_size,
+              patience=patience, seed=seed, desc="teacher", **fit_kw)
+    return teacher, meta, run
 
 
 # %% ../nbs/01_teacher.ipynb #bfc61a61
