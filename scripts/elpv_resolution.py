@@ -74,6 +74,27 @@ def table(res:dict) -> str:
     return "\n".join(rows)
 
 
+def choose(res:dict) -> str:
+    "The one-standard-error rule on validation accuracy over the resolution variants (same recipe, 30 epochs): the cheapest whose best is within one binomial standard error of the best."
+    rs = {k: r for k, r in res.items() if k == f"elpv2 {r['settings']['size']} px"}
+    best = max(rs.values(), key=lambda r: r["best_val_acc"]); n_val = 296  # ELPV's validation split
+    se = (best["best_val_acc"] * (1 - best["best_val_acc"]) / n_val) ** 0.5
+    ok = sorted((r for r in rs.values() if r["best_val_acc"] >= best["best_val_acc"] - se), key=lambda r: r["train_seconds"])
+    pick = ok[0]
+    return (f"Best validation accuracy: {best['best_val_acc']:.3f} at {best['settings']['size']} px (one standard error: {se:.3f}). "
+            f"Within one standard error of it: " + ", ".join(f"{r['settings']['size']} px ({r['best_val_acc']:.3f}, {r['train_seconds']:.0f} s)" for r in ok)
+            + f". The cheapest of those, {pick['settings']['size']} px, is the `[quick.elpv]` resolution: the time it saves buys epochs.")
+
+
+def write_readme(res:dict):
+    "reports/elpv2/resolution_study/README.md: the table, the choice and the figure, from results.jsonl alone."
+    md = ["# ELPV resolution study", "", __doc__.split("\n\n")[0].replace("\n", " "), "", table(res), "", choose(res), "",
+          "Every variant: MobileNetV3-Small from scratch, budget recipe, batch 32, the ELPV paper's augmentation, class-balanced batches, "
+          "one thread per variant (two variants at a time on this 2-core machine, so seconds are under load). "
+          "Final train accuracy is on augmented, class-balanced batches.", "", "![accuracy versus time](accuracy_vs_time.png)", ""]
+    (OUT / "README.md").write_text("\n".join(md))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", help="variant names (default: all not yet measured)")
@@ -82,7 +103,7 @@ if __name__ == "__main__":
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child: run_one(a.child); sys.exit(0)
-    if a.table: print(table(results())); sys.exit(0)
+    if a.table: write_readme(results()); print((OUT / "README.md").read_text()); sys.exit(0)
     todo = [n for n in (a.only or VARIANTS) if n not in results()]
     unknown = [n for n in todo if n not in VARIANTS]
     if unknown: sys.exit(f"elpv_resolution: unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
