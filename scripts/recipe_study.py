@@ -8,8 +8,11 @@ on the quick profile's synthetic data and records its validation macro-F1 per ep
 Results go to reports/synthetic/recipe_study/results.jsonl (one JSON line per variant, written by the run that measured it).
 The validation split only: the test split never takes part in choosing a recipe.
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import os, sys, tempfile, time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from variant_study import append_result, load_results, main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "synthetic" / "recipe_study"
@@ -49,14 +52,11 @@ def run_one(name, threads=1):
                samples=cfg["epochs"] * len(d["train"][1]), best_val_macro_f1=h["best_val_macro_f1"], final_val_macro_f1=h["history"][-1]["val_macro_f1"],
                train_seconds=h["train_seconds"], threads=threads, cpu_count=os.cpu_count(), created=time.strftime("%Y-%m-%dT%H:%M:%S"),
                history=[{k: x[k] for k in keep} for x in h["history"]])
-    OUT.mkdir(parents=True, exist_ok=True)
-    with open(OUT / "results.jsonl", "a") as f: f.write(json.dumps(res) + "\n")
+    append_result(OUT, res)
     print(f"{name}: best val macro-F1 {res['best_val_macro_f1']:.3f} in {res['train_seconds']:.0f} s", flush=True)
 
 
-def results() -> dict:
-    p = OUT / "results.jsonl"
-    return {r["variant"]: r for r in map(json.loads, p.read_text().splitlines())} if p.exists() else {}
+def results() -> dict: return load_results(OUT)
 
 
 def table(res:dict) -> str:
@@ -69,24 +69,4 @@ def table(res:dict) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", help="variant names (default: all not yet measured)")
-    ap.add_argument("--jobs", type=int, default=2, help="variants trained at once, one thread each")
-    ap.add_argument("--table", action="store_true", help="print the table of the results so far")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.child: run_one(a.child); sys.exit(0)
-    if a.table: print(table(results())); sys.exit(0)
-    todo = [n for n in (a.only or VARIANTS) if n not in results()]
-    unknown = [n for n in todo if n not in VARIANTS]
-    if unknown: sys.exit(f"recipe_study: unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    running = []
-    while todo or running:
-        while todo and len(running) < a.jobs:
-            n = todo.pop(0); print(f"start: {n}", flush=True)
-            running.append(subprocess.Popen([sys.executable, __file__, "--child", n], env=env))
-        time.sleep(5)
-        for p in [p for p in running if p.poll() is not None]:
-            running.remove(p)
-            if p.returncode: print(f"a variant failed with exit {p.returncode}", flush=True)
+    main(__file__, __doc__, VARIANTS, OUT, run_one, lambda res: print(table(res)))

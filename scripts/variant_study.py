@@ -1,0 +1,41 @@
+"""What the variant studies (recipe_study.py, elpv_resolution.py) share: results as JSON lines, one per variant, written by
+the run that measured it, and a command line that trains the variants not yet measured, `--jobs` at a time with one
+thread each (a process per variant: never more threads than cores, or OpenMP's barriers stall every job)."""
+import argparse, json, os, subprocess, sys, time
+from pathlib import Path
+
+
+def load_results(out:Path) -> dict:
+    "variant -> result, from out/results.jsonl."
+    p = out / "results.jsonl"
+    return {r["variant"]: r for r in map(json.loads, p.read_text().splitlines())} if p.exists() else {}
+
+
+def append_result(out:Path, res:dict):
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.jsonl", "a") as f: f.write(json.dumps(res) + "\n")
+
+
+def main(script:str, doc:str, variants:dict, out:Path, run_one, show):
+    "The command line of a variant study: `--only`, `--jobs`, `--table` (calls `show(results)`)."
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", help="variant names (default: all not yet measured)")
+    ap.add_argument("--jobs", type=int, default=2, help="variants trained at once, one thread each")
+    ap.add_argument("--table", action="store_true", help="the table (and figure) of the results so far")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child: run_one(a.child); return
+    if a.table: show(load_results(out)); return
+    todo = [n for n in (a.only or variants) if n not in load_results(out)]
+    unknown = [n for n in todo if n not in variants]
+    if unknown: sys.exit(f"{Path(script).name}: unknown variant(s) {unknown}; choose from {list(variants)}")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    running = []
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            n = todo.pop(0); print(f"start: {n}", flush=True)
+            running.append(subprocess.Popen([sys.executable, script, "--child", n], env=env))
+        time.sleep(5)
+        for p in [p for p in running if p.poll() is not None]:
+            running.remove(p)
+            if p.returncode: print(f"a variant failed with exit {p.returncode}", flush=True)
