@@ -24,7 +24,7 @@ __all__ = ['INTERESTING_FLAGS', 'RUNTIMES', 'TORCH_VARIANTS', 'OPTIONAL_VARIANTS
            'ELPV_REFERENCES', 'ELPV_TASKS', 'machine_info', 'Variant', 'load_variants', 'accuracy_ci',
            'latency_targets', 'benchmark', 'plot_pareto', 'p50_at', 'other_sizes', 'speedups', 'headline_table',
            'latency_table', 'int8_goals', 'ci_verdict', 'elpv_comparison', 'mcnemar_sentence', 'paper_comparison',
-           'study_steps', 'answers', 'write_report', 'runtime_ranking', 'runtime_sentence']
+           'study_steps', 'answers', 'resumed_sentence', 'write_report', 'runtime_ranking', 'runtime_sentence']
 
 # %% ../nbs/04_benchmark.ipynb #12c05dc3
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -526,8 +526,20 @@ def answers(metrics:dict) -> list[str]:
     if metrics.get("study_seconds"):
         t = metrics["study_seconds"]
         out.append(f"**Time.** On this machine ({metrics['env']['cores']} cores) the notebooks before this benchmark took {sum(t.values()):.0f} s: "
-                   + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "04_benchmark") + ".")
+                   + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "04_benchmark") + "." + resumed_sentence(metrics))
     return out
+
+
+def resumed_sentence(metrics:dict) -> str:
+    "Where a notebook resumed finished training from its checkpoints, the training seconds the checkpoints record (an earlier run's)."
+    t, st = metrics.get("study_seconds", {}), metrics.get("steps", {})
+    d = st.get("distill") or {}
+    per_job = [x for v in (d.get("train_seconds") or {}).values() for x in (v if isinstance(v, list) else [v])]
+    rec = {"01_teacher": ((st.get("teacher") or {}).get("train_seconds") or 0, 1), "02_distill": (sum(per_job), d.get("workers") or 1)}
+    # training seconds spread over w worker processes cannot have taken less wall time than their sum / w
+    return "".join(f" {k} resumed finished training from its checkpoints, which record {v:.0f} s of training"
+                   + (f" over {w} worker processes" if w > 1 else "") + ", done by an earlier run."
+                   for k, (v, w) in rec.items() if k in t and v / w > t[k])
 
 
 def _ratio_name(k:str) -> str: return re.sub(r"_(\d+)px$", r" at \1 px", k).replace("_vs_", " vs ")  # a `speedups` key, for a reader
