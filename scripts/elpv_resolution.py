@@ -67,7 +67,9 @@ def table(res:dict) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in sorted(res.values(), key=lambda r: (r["settings"]["size"], r["variant"])):
         ax.plot([h["elapsed_s"] / 60 for h in r["history"]], [h["val_acc"] for h in r["history"]], "o-", ms=2, label=r["variant"])
-    ax.axhline(0.8842, color="k", ls=":", lw=1, label="Deitsch et al. VGG-19 (test)")
+    from fabguard.bench import ELPV_REFERENCES
+    ref = ELPV_REFERENCES[0]
+    ax.axhline(ref["accuracy"], color="k", ls=":", lw=1, label=f"{ref['short']}, Deitsch et al. 2019 (test)")
     ax.set_xlabel("training minutes (one thread)"); ax.set_ylabel("validation accuracy"); ax.legend(fontsize=7)
     ax.set_title("MobileNetV3-Small from scratch on ELPV: accuracy vs training time"); fig.tight_layout()
     fig.savefig(OUT / "accuracy_vs_time.png", dpi=110)
@@ -77,7 +79,9 @@ def table(res:dict) -> str:
 def choose(res:dict) -> str:
     "The one-standard-error rule on validation accuracy over the resolution variants (same recipe, 30 epochs): the cheapest whose best is within one binomial standard error of the best."
     rs = {k: r for k, r in res.items() if k == f"elpv2 {r['settings']['size']} px"}
-    best = max(rs.values(), key=lambda r: r["best_val_acc"]); n_val = 296  # ELPV's validation split
+    from fabguard.data import elpv_scan
+    n_val = sum(i["split"] == "val" for i in elpv_scan("elpv2", progress=False).items)  # the split every variant validated on
+    best = max(rs.values(), key=lambda r: r["best_val_acc"])
     se = (best["best_val_acc"] * (1 - best["best_val_acc"]) / n_val) ** 0.5
     ok = sorted((r for r in rs.values() if r["best_val_acc"] >= best["best_val_acc"] - se), key=lambda r: r["train_seconds"])
     pick = ok[0]
