@@ -16,7 +16,7 @@ import torch
 from .data import normalize
 from .distill import count_flops
 from .files import MB, sha256_file
-from .runtime import latency, ort_logits, ort_session, runner
+from .runtime import LATENCY_BLOCK, latency, ort_logits, ort_session, runner
 from .train import predict_logits, time_to_reach
 
 # %% auto #0
@@ -67,10 +67,9 @@ class Variant:
     def runner(self, x:np.ndarray, threads:int):
         "A no-argument callable computing the logits of `x` (uint8 N x 3 x S x S) at `threads` threads, normalization included."
         if self.kind == "onnx": return runner(self.session(threads), x)
-        if self.kind == "pte":  # a program runs at most `max_batch` images per call: larger batches go in slices
-            from fabguard.edge import PteModel, pte_runner
-            m = PteModel(self.path, threads)
-            return pte_runner(self.path, x, threads) if len(x) <= m.max_batch else (lambda: m.logits(x))
+        if self.kind == "pte":  # `pte_runner` slices batches over the program's bound
+            from fabguard.edge import pte_runner
+            return pte_runner(self.path, x, threads)
         xt = torch.from_numpy(x)
         def run():
             torch.set_num_threads(threads)
@@ -177,7 +176,7 @@ def benchmark(variants:dict, # name -> Variant
                                       for g in sorted(set(groups))}
         res[name].update(arch=v.arch, confusion=m["confusion"], params=v.params, flops=v.flops, file_mb=round(v.file_mb, 4), sha256=sha256_file(v.path))
     for (n, rt, px), r in latency(targets, runs, warmup).items():
-        res[n].setdefault("latency", {}).setdefault(rt, {})[str(px)] = {f"{q}_ms": round(r[q], 4) for q in ("p50", "p90", "p99", "mean")}
+        res[n].setdefault("latency", {}).setdefault(rt, {})[str(px)] = {f"{q}_ms": round(r[q], 4) for q in ("p50", "p90", "p99", "mean", "cold_p50")}
     for n, v in variants.items():
         own = res[n].get("latency", {}).get(RUNTIMES[v.kind], {}).get(str(img))
         if own is None: raise ValueError(f"latency targets: no ({n!r}, {RUNTIMES[v.kind]!r}, {img}) entry")
@@ -257,27 +256,31 @@ def headline_table(metrics:dict) -> str:
 
 def latency_table(metrics:dict) -> str:
     "Markdown table of every latency of the one interleaved batch-1, 1-thread run: variant, runtime, image size."
-    rows = ["| variant | runtime | image px | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|---|---|"]
+    rows = ["| variant | runtime | image px | p50 ms | p90 ms | p99 ms | p50 ms after another model |", "|---|---|---|---|---|---|---|"]
     for n, m in metrics["models"].items():
         for rt, by_px in m.get("latency", {}).items():
-            rows += [f"| {n} | {rt} | {px} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} |" for px, r in sorted(by_px.items(), key=lambda kv: int(kv[0]))]
+            rows += [f"| {n} | {rt} | {px} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {_fmt(r.get('cold_p50_ms'))} |" for px, r in sorted(by_px.items(), key=lambda kv: int(kv[0]))]
     return "\n".join(rows)
 
 
-INT8_GOALS = {"max_mb": 1.8, "vs_student_onnx": 2.0, "vs_teacher_onnx": 10.0, "deploy_px": 224}  # the issue's goals for the shipped file
+INT8_GOALS = {"max_mb": 1.8, "vs_student_onnx": 2.0, "vs_teacher_fastest": 10.0, "deploy_px": 224}  # the issue's goals for the shipped file
 
 
 def int8_goals(metrics:dict, goals:dict=INT8_GOALS) -> dict:
-    "The shipped INT8 student against the goals, as measured: file size, speed-up over the FP32 seed student (study size) and over the FP32 teacher (deployment size)."
+    "The shipped INT8 student against the goals, as measured: file size, speed-up over the FP32 MobileNetV3-Small ONNX (study size) and over the teacher's fastest FP32 runtime (deployment size)."
     m, img, dpx = metrics["models"], metrics["bench"]["img_size"], goals["deploy_px"]
-    ratio = lambda a, b, px: (p50_at(m[a], "onnxruntime", px) or np.nan) / (p50_at(m[b], "onnxruntime", px) or np.nan)
-    out = {"int8_mb": m["student_int8"]["file_mb"], "vs_student_onnx": ratio("student_onnx", "student_int8", img),
-           "vs_teacher_onnx": ratio("teacher_onnx", "student_int8", dpx), "img_size": img, "deploy_px": dpx}
+    rk = metrics.get("runtimes") or {}; w = rk.get("winner")  # `runtime_ranking`'s choice on any runtime; before one: student_int8.onnx
+    name, rt = (w["variant"], w["runtime"]) if w else ("student_int8", "onnxruntime")
+    t = (rk.get("teacher_fastest") or {}).get(str(dpx)) or {"variant": "teacher_onnx", "runtime": "onnxruntime"}
+    ratio = lambda a, ra, b, rb, px: (p50_at(m[a], ra, px) or np.nan) / (p50_at(m[b], rb, px) or np.nan) if a in m and b in m else np.nan
+    out = {"shipped": name, "runtime": rt, "teacher": f"{t['variant']} on {t['runtime']}", "int8_mb": m[name]["file_mb"],
+           "vs_student_onnx": ratio("student_onnx", "onnxruntime", name, rt, img),
+           "vs_teacher_fastest": ratio(t["variant"], t["runtime"], name, rt, dpx), "img_size": img, "deploy_px": dpx}
     out = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
     ok = lambda v, goal, le=False: None if v is None else bool(v <= goal if le else v >= goal)
     return out | {"goals": dict(goals), "int8_mb_ok": ok(out["int8_mb"], goals["max_mb"], le=True),
                   "vs_student_onnx_ok": ok(out["vs_student_onnx"], goals["vs_student_onnx"]),
-                  "vs_teacher_onnx_ok": ok(out["vs_teacher_onnx"], goals["vs_teacher_onnx"])}
+                  "vs_teacher_fastest_ok": ok(out["vs_teacher_fastest"], goals["vs_teacher_fastest"])}
 
 
 ELPV_REFERENCES = [  # published ELPV test accuracies the report is held against; `tasks`: the accuracies each is compared with
@@ -377,7 +380,7 @@ def study_steps(run_dir) -> dict:
     out = {}
     if t: out["teacher"] = {k: t.get(k) for k in ("arch", "pretrained", "best_epoch", "train_seconds", "throughput_ips", "recipe", "seconds_to")} | {"val_macro_f1": t["val"]["macro_f1"]}
     if d: out["distill"] = {k: d.get(k) for k in ("T", "alpha", "alpha_weights", "chosen_by", "goal", "seeds", "sweep", "train_seconds",
-                                                  "paired_difference", "findings", "teaching", "teacher_ablation", "workers", "recipe")}
+                                                  "paired_difference", "findings", "teaching", "teacher_ablation", "workers", "recipe", "minimal_recipe")}
     if q: out["quantize"] = {k: q.get(k) for k in ("params", "students", "parity", "int8_table", "failed", "chosen", "rule", "shipped", "best_int8",
                                                    "goal", "profile_us", "profile_summary")} | {
         "sensitivity": {s: rows[:10] for s, rows in q.get("sensitivity", {}).items()}}  # each student's ten worst nodes
@@ -505,12 +508,15 @@ def answers(metrics:dict) -> list[str]:
                              f"{p50_at(m['teacher_onnx'], 'onnxruntime', px) / p50_at(i8, 'onnxruntime', px):.1f}x the FP32 teacher's."
                              for px in other_sizes(metrics) if all(p50_at(m[n], "onnxruntime", px) for n in ("student_int8", "student_onnx", "teacher_onnx"))))
     if metrics.get("goals"):
-        g, gl, yes = metrics["goals"], metrics["goals"]["goals"], lambda b: "unmeasured" if b is None else "met" if b else "not met"
+        old = lambda d: {k.replace("teacher_onnx", "teacher_fastest"): v for k, v in d.items()}  # goals written before they judged the shipped student
+        g = {"shipped": "student_int8", "runtime": "onnxruntime", "teacher": "teacher_onnx on onnxruntime", **old(metrics["goals"])}
+        gl, yes = old(g["goals"]), lambda b: "unmeasured" if b is None else "met" if b else "not met"
         x = lambda v: "-" if v is None else f"{v:.2f}x"
-        out.append(f"**Goals.** `student_int8.onnx` at most {gl['max_mb']:g} MB: {g['int8_mb']:.2f} MB, {yes(g['int8_mb_ok'])}; at least "
-                   f"{gl['vs_student_onnx']:g}x the FP32 MobileNetV3-Small ONNX at {g['img_size']} px: {x(g['vs_student_onnx'])}, "
-                   f"{yes(g['vs_student_onnx_ok'])}; at least {gl['vs_teacher_onnx']:g}x the FP32 EfficientNet-B0 ONNX at {g['deploy_px']} px: "
-                   f"{x(g['vs_teacher_onnx'])}, {yes(g['vs_teacher_onnx_ok'])} (ONNX Runtime, p50, batch 1, 1 thread).")
+        out.append(f"**Goals.** The shipped INT8 student (`{g['shipped']}` on {g['runtime']}) at most {gl['max_mb']:g} MB: {g['int8_mb']:.2f} MB, "
+                   f"{yes(g['int8_mb_ok'])}; at least {gl['vs_student_onnx']:g}x the FP32 MobileNetV3-Small ONNX at {g['img_size']} px: "
+                   f"{x(g['vs_student_onnx'])}, {yes(g['vs_student_onnx_ok'])}; at least {gl['vs_teacher_fastest']:g}x the FP32 EfficientNet-B0 on its "
+                   f"fastest runtime ({g['teacher']}) at {g['deploy_px']} px: {x(g['vs_teacher_fastest'])}, {yes(g['vs_teacher_fastest_ok'])} "
+                   "(p50, batch 1, 1 thread, one interleaved run).")
     if metrics.get("runtimes"): out.append("**Runtimes.** " + runtime_sentence(metrics["runtimes"]))
     e = metrics.get("elpv")
     if e and "student_int8" in e["rows"]:
@@ -561,7 +567,9 @@ def write_report(metrics:dict, report_dir) -> Path:
     lines += [f"- {a}" for a in answers(metrics)] + ["",
              "## Variants", "", headline_table(metrics), "",
              "Latency: ONNX Runtime or PyTorch on the CPU, batch 1, p50/p99 over "
-             f"{metrics['bench']['runs']} timed runs after {metrics['bench']['warmup']} warm-up runs, all variants interleaved; "
+             f"{metrics['bench']['runs']} timed runs after {metrics['bench']['warmup']} warm-up runs, all variants interleaved" + (
+             f" in rounds of {metrics['bench']['block']} calls in a row (warm caches, as an engine serving one model; the first call of each "
+             "round, just after another model, is timed apart: the latency table's last column)" if metrics["bench"].get("block") else "") + "; "
              "throughput at batch 32 and 2 threads. Sizes here and below in MB = 10^6 bytes.", ""]
     if sp:
         lines += ["## Speed-ups (p50, batch 1, 1 thread, same run)", "", "| ratio | value |", "|---|---|"]
@@ -623,7 +631,11 @@ def runtime_ranking(metrics:dict, tolerance:float=0.01, # test macro-F1 an INT8 
     for px in sizes:
         c = [(p50_at(v, own(v), px), n, own(v)) for n, v in m.items() if n.startswith("teacher") and own(v) and p50_at(v, own(v), px)]
         if c: p, n, rt = min(c); teacher[str(px)] = {"variant": n, "runtime": rt, "p50_ms": p}
-    out = {"reference": reference, "reference_macro_f1": ref, "tolerance": tolerance, "img_size": img, "rows": rows, "teacher_fastest": teacher}
+    d = metrics.get("steps", {}).get("distill") or {}  # the epochs each architecture trained, where 02 recorded them
+    epochs = {"mobilenet_v3_small": (d.get("recipe") or {}).get("epochs"), "mobilenet_v3_small_minimal": (d.get("minimal_recipe") or d.get("recipe") or {}).get("epochs")}
+    for r in rows: r["epochs"] = epochs.get(r["arch"])
+    out = {"reference": reference, "reference_macro_f1": ref, "reference_epochs": epochs["mobilenet_v3_small"], "tolerance": tolerance, "img_size": img,
+           "rows": rows, "teacher_fastest": teacher}
     w = next((r for r in rows if r["within"]), None)
     if w:
         sp = {str(px): teacher[str(px)]["p50_ms"] / w[f"p50_ms_{px}"] for px in sizes if str(px) in teacher and w[f"p50_ms_{px}"]}
@@ -642,5 +654,7 @@ def runtime_sentence(rk:dict) -> str:
             f"runtime measured is `{w['variant']}` ({w['arch']}) on {w['runtime']}: {w['macro_f1']:.3f} macro-F1, {w[f'p50_ms_{img}']:.3f} ms at {img} px"
             + (f", {w['vs_student_onnx']:.2f}x the FP32 MobileNetV3-Small ONNX" if w.get("vs_student_onnx") else "")
             + "".join(f"; {x:.1f}x the teacher's fastest FP32 runtime at {px} px ({t[px]['variant']} on {t[px]['runtime']}, {t[px]['p50_ms']:.2f} ms)"
-                      for px, x in w["vs_teacher_fastest"].items()) + ".")
+                      for px, x in w["vs_teacher_fastest"].items()) + "."
+            + (f" It trained {w['epochs']} epochs, the seed student {rk['reference_epochs']} (02's `minimal_epochs`: the deployment candidate gets "
+               "the training budget)." if w.get("epochs") and rk.get("reference_epochs") and w["epochs"] != rk["reference_epochs"] else ""))
 

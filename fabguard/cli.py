@@ -60,7 +60,8 @@ def _train(a):
             res = study_students(scan, data, a.run_dir, teacher, tmeta, T=p["kd_temperature"], alpha=p["kd_alpha"], kd_sweep=p["kd_sweep"],  # as 02's study cell
                                  kd_seeds=p["kd_seeds"], kd_views=p["kd_views"], seed=p["seed"], epochs=p["student_epochs"],
                                  batch_size=p["student_batch_size"], patience=p["patience"], recipe=p["recipe"], lr=p["student_lr"],
-                                 augment=get_augment(p["augment"]), workers=p["student_workers"], teacher_batch_size=p["batch_size"] * 4, device=device)
+                                 augment=get_augment(p["augment"]), workers=p["student_workers"], teacher_batch_size=p["batch_size"] * 4, device=device,
+                                 minimal_epochs=p.get("minimal_epochs"))
             runs, extra = res["students"], {k: res[k] for k in ("T", "alpha", "sweep", "workers")}
         if rank == 0:  # one report, by rank 0: every run's history and its best weights' test metrics
             xt, yt = data["test"]

@@ -133,6 +133,7 @@ def study_students(scan, # the run's `DatasetScan`
                    kd_seeds:int=1, # seeds of the distilled / scratch pair: seed, seed + 1, ...
                    kd_views:int=0, # fixed augmented views scored once by the teacher (0: the teacher runs online)
                    seed:int=0, epochs:int=10, batch_size:int=64, patience:int=5, recipe="budget",
+                   minimal_epochs:int|None=None, # the minimalistic student's epochs (None: `epochs`): the deployment candidate may get more
                    lr:float|None=None, # the students' peak learning rate (None: the recipe's)
                    augment:Augment=SEED_AUGMENT, # the training augmentation (of the views too)
                    workers:int=1, # students at once (`train_students`); 1 when the teacher runs online or under torchrun
@@ -160,13 +161,12 @@ def study_students(scan, # the run's `DatasetScan`
         done = train_students(data, meta, grid, workers, progress)
         sweep = [{"T": j["kw"]["T"], "alpha": j["kw"]["alpha"], "val_macro_f1": done[j["name"]][1]["best_val_macro_f1"]} for j in grid]
         best = max(sweep, key=lambda r: r["val_macro_f1"]); T, alpha = best["T"], best["alpha"]
-    jobs = []
+    jobs = [{"name": "student_minimal", "ckpt": run_dir / "student_minimal.pt",  # the INT8-friendly student (03), distilled alike; first: the longest
+             "kw": dict(T=T, alpha=alpha, seed=seed, arch="mobilenet_v3_small_minimal", **kd_src, **dict(fit_kw, epochs=minimal_epochs or epochs))}]
     for s_ in range(seed, seed + kd_seeds):
         for k, src in (("student_kd", kd_src), ("student_scratch", sc_src)):
             ck = run_dir / (("student.pt" if k == "student_kd" else "student_scratch.pt") if s_ == seed else f"seeds/{k}_seed{s_}.pt")
             jobs.append({"name": f"{k} seed {s_}", "ckpt": ck, "kw": dict(T=T, alpha=alpha, seed=s_, **src, **fit_kw)})
-    jobs.append({"name": "student_minimal", "ckpt": run_dir / "student_minimal.pt",  # the INT8-friendly student (03), distilled alike
-                 "kw": dict(T=T, alpha=alpha, seed=seed, arch="mobilenet_v3_small_minimal", **kd_src, **fit_kw)})
     done = train_students(data, meta, jobs, workers, progress)
     students = {"student_kd": [], "student_scratch": [], "student_minimal": []}
     for j in jobs: students[j["name"].split(" seed ")[0]].append(done[j["name"]])

@@ -13,7 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 # %% auto #0
-__all__ = ['INPUT', 'OUTPUT', 'ModelFileError', 'ort_session', 'ort_logits', 'runner', 'latency', 'profile_by_op']
+__all__ = ['INPUT', 'OUTPUT', 'LATENCY_BLOCK', 'ModelFileError', 'ort_session', 'ort_logits', 'runner', 'latency',
+           'profile_by_op']
 
 # %% ../nbs/03b_runtime.ipynb #9af8de6f
 INPUT, OUTPUT = "input", "logits"  # the names of the ONNX contract
@@ -53,28 +54,40 @@ def runner(sess:ort.InferenceSession, x:np.ndarray # one uint8 batch
     return lambda: sess.run([OUTPUT], feed)[0]
 
 # %% ../nbs/03b_runtime.ipynb #0f2ce32f
+LATENCY_BLOCK = 10  # calls in a row per variant per round of `latency` (warm caches, as an engine serving one model)
+
+
 def latency(fns:dict, # name -> zero-argument callable (one batch-1 inference)
-            runs:int=1000, warmup:int=50) -> dict:
-    "Interleaved timing of several callables: name -> p50/p90/p99/mean in ms."
-    names = list(fns)
+            runs:int=1000, # timed calls per callable (rounded up to whole blocks)
+            warmup:int=50,
+            block:int=LATENCY_BLOCK, # timed calls in a row per callable per round; each round's first call, after another callable, is `cold_p50`
+           ) -> dict:
+    "Interleaved timing of several callables, warm: name -> p50/p90/p99/mean in ms, and cold_p50 (the first call of each round)."
+    if block < 1 or runs < 1: raise ValueError(f"latency: runs={runs} and block={block} must be at least 1")
+    names, rounds = list(fns), -(-runs // block)
     for _ in range(warmup):
         for k in names: fns[k]()
-    t = {k: np.empty(runs) for k in names}
-    for r in range(runs):
+    t = {k: np.empty((rounds, block)) for k in names}; cold = {k: np.empty(rounds) for k in names}
+    for r in range(rounds):
         for k in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter_ns(); fns[k](); t[k][r] = (time.perf_counter_ns() - t0) / 1e6
-    return {k: {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
-                "p99": float(np.percentile(v, 99)), "mean": float(v.mean())} for k, v in t.items()}
+            f = fns[k]; t0 = time.perf_counter_ns(); f(); cold[k][r] = (time.perf_counter_ns() - t0) / 1e6
+            for i in range(block):
+                t0 = time.perf_counter_ns(); f(); t[k][r, i] = (time.perf_counter_ns() - t0) / 1e6
+    return {k: {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)), "p99": float(np.percentile(v, 99)),
+                "mean": float(v.mean()), "cold_p50": float(np.percentile(cold[k], 50))} for k, v in t.items()}
+
 
 # %% ../nbs/03b_runtime.ipynb #44c9445c
-def profile_by_op(paths:dict, # name -> .onnx; profiled in interleaved runs, like `latency`
-                  x1:np.ndarray, runs:int=200, kinds:dict=None, # Conv name -> kind, to split conv time
+def profile_by_op(paths:dict, # name -> .onnx; profiled in interleaved rounds of `block` runs each, like `latency`
+                  x1:np.ndarray, runs:int=200, block:int=LATENCY_BLOCK, kinds:dict=None, # Conv name -> kind, to split conv time
                   threads:int=1) -> dict:
     "ORT profiler kernel time per run (us) and node count by operator type (convs split by `kinds`), per model."
     with tempfile.TemporaryDirectory() as d:
         ss = {k: ort_session(p, threads, profile_prefix=Path(d) / f"prof_{i}") for i, (k, p) in enumerate(paths.items())}
-        for _ in range(runs):
-            for s in ss.values(): s.run([OUTPUT], {INPUT: x1})
+        runs = -(-runs // block) * block
+        for _ in range(runs // block):
+            for s in ss.values():
+                for _ in range(block): s.run([OUTPUT], {INPUT: x1})
         events = {k: json.loads(Path(s.end_profiling()).read_text()) for k, s in ss.items()}
     names = sorted(kinds or {}, key=len, reverse=True); out = {}
     for k, evs in events.items():
