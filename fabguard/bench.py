@@ -16,7 +16,7 @@ import torch
 from .data import normalize
 from .distill import count_flops
 from .files import MB, sha256_file
-from .runtime import LATENCY_BLOCK, latency, ort_logits, ort_session, runner
+from .runtime import latency, ort_logits, ort_session, runner
 from .train import predict_logits, time_to_reach
 
 # %% auto #0

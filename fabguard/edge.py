@@ -165,7 +165,6 @@ class PteModel:
                batch_size:int|None=None, # images per call (at most `max_batch`, the program's bound)
               ) -> np.ndarray:
         "Logits (float32, N x classes), `batch_size` images at a time."
-        import torch
         x, s = np.asarray(x), int(self.meta["img_size"])
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (3, s, s):
             raise ValueError(f"{self.path}: takes uint8 images N x 3 x {s} x {s}, got {x.dtype} {x.shape}")

@@ -17,7 +17,7 @@ import json, os, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from variant_study import append_result, load_results, main  # noqa: E402
+from variant_study import append_result, main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "artifacts" / "synthetic-quick"
