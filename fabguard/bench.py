@@ -23,8 +23,9 @@ from .train import predict_logits, time_to_reach
 __all__ = ['INTERESTING_FLAGS', 'RUNTIMES', 'TORCH_VARIANTS', 'OPTIONAL_VARIANTS', 'SPEEDUP_PAIRS', 'INT8_GOALS',
            'ELPV_REFERENCES', 'ELPV_TASKS', 'machine_info', 'Variant', 'load_variants', 'accuracy_ci',
            'latency_targets', 'benchmark', 'plot_pareto', 'p50_at', 'other_sizes', 'speedups', 'headline_table',
-           'latency_table', 'int8_goals', 'ci_verdict', 'elpv_comparison', 'mcnemar_sentence', 'paper_comparison',
-           'study_steps', 'answers', 'resumed_sentence', 'write_report', 'runtime_ranking', 'runtime_sentence']
+           'latency_table', 'int8_goals', 'ci_verdict', 'elpv_levels', 'elpv_comparison', 'mcnemar_sentence',
+           'paper_comparison', 'sure_accuracy', 'level_sentence', 'study_steps', 'answers', 'resumed_sentence',
+           'write_report', 'runtime_ranking', 'runtime_sentence']
 
 # %% ../nbs/04_benchmark.ipynb #12c05dc3
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -298,11 +299,25 @@ def ci_verdict(ci, ref:float) -> str:
     return "above" if ci[0] > ref else "below" if ci[1] < ref else "level (the CI contains it)"
 
 
+def elpv_levels(root, # the ELPV scan's root (`DatasetScan.root`), where the dataset's labels.csv is
+                items:list, # scan items (each with its "path" under root), e.g. the test split's
+               ) -> np.ndarray:
+    "The annotators' defect probability of each ELPV cell in `items`, as a level 0-3 (p x 3): the elpv2 labels cut it at 0.5."
+    f = Path(root) / "labels.csv"
+    if not f.is_file(): raise FileNotFoundError(f"{f}: no ELPV labels file (is {root} the elpv-dataset package's data folder?)")
+    rows = np.genfromtxt(f, dtype=["|S19", "<f8", "|S4"], names=["path", "probability", "type"])
+    prob = dict(zip(np.char.decode(rows["path"]), rows["probability"]))
+    missing = [i["path"] for i in items if i["path"] not in prob]
+    if missing: raise ValueError(f"{f}: no probability for {len(missing)} cells, e.g. {missing[0]}")
+    return np.array([int(round(prob[i["path"]] * 3)) for i in items])
+
+
 def elpv_comparison(variants:dict, # name -> Variant
                     x_test:np.ndarray, y_test:np.ndarray, y_train:np.ndarray, # the task's labels (elpv4: levels 0-3)
                     groups:np.ndarray|None, # module type per test cell (mono / poly)
                     task:str, # elpv2 | elpv4
                     a:str="student_int8", b:str="teacher_onnx", # McNemar's pair: the shipped INT8 student against the FP32 teacher
+                    levels:np.ndarray|None=None, # the annotators' defect level (0-3, p x 3) of every test cell: accuracy per level too
                     adjusted:tuple=("teacher_onnx", "student_onnx", "student_int8"), # also scored with the training prior put back
                    ) -> dict:
     "ELPV's accuracies (binary; and four-level on elpv4) with intervals, per module type, against the majority baseline and the published results, and McNemar's test of `a` against `b` on the same test cells."
@@ -316,6 +331,7 @@ def elpv_comparison(variants:dict, # name -> Variant
             ok = f(pred) == f(y_test)
             out[t] = {"accuracy": float(ok.mean()), "ci95": accuracy_ci(f(y_test), f(pred)),
                       "per_group": {g: float(ok[groups == g].mean()) for g in gs}}
+            if levels is not None: out[t]["per_level"] = {str(k): float(ok[levels == k].mean()) for k in sorted(set(levels.tolist()))}
             out[t]["vs"] = {r["short"]: ci_verdict(out[t]["ci95"], r["accuracy"]) for r in ELPV_REFERENCES if t in r["tasks"]}
         return out
     majority = int(np.bincount(np.asarray(y_train)).argmax())
@@ -328,7 +344,8 @@ def elpv_comparison(variants:dict, # name -> Variant
     preds |= {f"{n} + prior": (logits[n] + log_prior).argmax(1) for n in adjusted if n in logits}
     out = {"task": task, "tasks": {t: ELPV_TASKS[t] for t in tasks}, "references": ELPV_REFERENCES, "majority_class": majority,
            "log_prior": [round(float(v), 4) for v in log_prior],
-           "baseline": accs(np.full_like(np.asarray(y_test), majority)), "rows": {n: accs(p) for n, p in preds.items()}, "mcnemar": None}
+           "baseline": accs(np.full_like(np.asarray(y_test), majority)), "rows": {n: accs(p) for n, p in preds.items()}, "mcnemar": None,
+           "level_counts": None if levels is None else {str(k): int((levels == k).sum()) for k in sorted(set(levels.tolist()))}}
     if a in preds and b in preds:
         ra, rb = preds[a] == y_test, preds[b] == y_test
         n_a, n_b = int((ra & ~rb).sum()), int((~ra & rb).sum())
@@ -369,8 +386,32 @@ def paper_comparison(metrics:dict) -> list:
         lines += ["Rows `+ prior` score the same logits with the log training-class frequencies added: the models train on class-balanced "
                   "batches (for macro-F1), and this puts the natural prior back for accuracy, the papers' measure (logit adjustment; "
                   "nothing fitted).", ""]
+    if e.get("level_counts"):
+        lv = e["level_counts"]; lab = {"0": "0", "1": "1/3", "2": "2/3", "3": "1"}
+        lines += ["**Binary accuracy by the annotators' defect probability** (the cells with p = 1/3 and 2/3 are the ones the annotators "
+                  "were unsure of; the binary label puts them on either side of 0.5). " + level_sentence(e), "",
+                  "| variant | " + " | ".join(f"p = {lab[k]} ({n} cells)" for k, n in lv.items()) + " | p = 0 or 1 |", "|---|" + "---|" * (len(lv) + 1)]
+        lines += [f"| {n} | " + " | ".join(f"{row['binary']['per_level'][k]:.2%}" for k in lv) + f" | {sure_accuracy(row['binary'], lv):.2%} |"
+                  for n, row in e["rows"].items()] + [""]
     if e.get("mcnemar"): lines += [mcnemar_sentence(e["mcnemar"]), ""]
     return lines
+
+
+def sure_accuracy(acc:dict, counts:dict) -> float:
+    "Accuracy on the cells whose annotators were sure (p = 0 or 1), from the per-level accuracies and counts."
+    k = [x for x in ("0", "3") if x in counts]
+    return sum(acc["per_level"][x] * counts[x] for x in k) / sum(counts[x] for x in k)
+
+
+def level_sentence(e:dict, a:str="student_int8", b:str="teacher_onnx") -> str:
+    "Whether the unsure labels explain the gap to the papers, from the per-level accuracies."
+    lv, rows = e["level_counts"], e["rows"]
+    if a not in rows or b not in rows: return ""
+    sa, sb = sure_accuracy(rows[a]["binary"], lv), sure_accuracy(rows[b]["binary"], lv)
+    return (f"On the {lv.get('0', 0) + lv.get('3', 0)} cells the annotators were sure of, {b} scores {sb:.2%} and {a} {sa:.2%} against "
+            f"{rows[b]['binary']['accuracy']:.2%} and {rows[a]['binary']['accuracy']:.2%} on all: the unsure labels "
+            + ("do not explain the gap to the papers' accuracy." if max(sa, sb) < min(r["accuracy"] for r in e["references"] if "binary" in r["tasks"])
+               else "explain part of the gap."))
 
 
 def study_steps(run_dir) -> dict:
