@@ -79,8 +79,8 @@ def latency(fns:dict, # name -> zero-argument callable (one batch-1 inference)
 
 # %% ../nbs/03b_runtime.ipynb #44c9445c
 def profile_by_op(paths:dict, # name -> .onnx; profiled in interleaved rounds of `block` runs each, like `latency`
-                  x1:np.ndarray, runs:int=200, block:int=LATENCY_BLOCK, kinds:dict=None, # Conv name -> kind, to split conv time
-                  threads:int=1) -> dict:
+                  x1:np.ndarray, runs:int=200, kinds:dict=None, # Conv name -> kind, to split conv time
+                  threads:int=1, block:int=LATENCY_BLOCK) -> dict:
     "ORT profiler kernel time per run (us) and node count by operator type (convs split by `kinds`), per model."
     with tempfile.TemporaryDirectory() as d:
         ss = {k: ort_session(p, threads, profile_prefix=Path(d) / f"prof_{i}") for i, (k, p) in enumerate(paths.items())}
