@@ -24,8 +24,8 @@ __all__ = ['INTERESTING_FLAGS', 'RUNTIMES', 'TORCH_VARIANTS', 'OPTIONAL_VARIANTS
            'ELPV_REFERENCES', 'ELPV_TASKS', 'machine_info', 'Variant', 'load_variants', 'accuracy_ci',
            'latency_targets', 'benchmark', 'plot_pareto', 'p50_at', 'other_sizes', 'speedups', 'headline_table',
            'latency_table', 'int8_goals', 'ci_verdict', 'elpv_levels', 'elpv_comparison', 'mcnemar_sentence',
-           'paper_comparison', 'sure_accuracy', 'level_sentence', 'study_steps', 'answers', 'resumed_sentence',
-           'write_report', 'runtime_ranking', 'runtime_sentence']
+           'paper_comparison', 'sure_accuracy', 'level_sentence', 'study_steps', 'answers', 'resumed_steps',
+           'from_scratch_seconds', 'resumed_sentence', 'write_report', 'runtime_ranking', 'runtime_sentence']
 
 # %% ../nbs/04_benchmark.ipynb #12c05dc3
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -577,16 +577,27 @@ def answers(metrics:dict) -> list[str]:
     return out
 
 
-def resumed_sentence(metrics:dict) -> str:
-    "Where a notebook resumed finished training from its checkpoints, the training seconds the checkpoints record (an earlier run's)."
+def resumed_steps(metrics:dict) -> dict:
+    "step -> (training seconds its checkpoints record, worker processes) for every notebook that resumed finished training (an earlier run's)."
     t, st = metrics.get("study_seconds", {}), metrics.get("steps", {})
     d = st.get("distill") or {}
     per_job = [x for v in (d.get("train_seconds") or {}).values() for x in (v if isinstance(v, list) else [v])]
     rec = {"01_teacher": ((st.get("teacher") or {}).get("train_seconds") or 0, 1), "02_distill": (sum(per_job), d.get("workers") or 1)}
     # training seconds spread over w worker processes cannot have taken less wall time than their sum / w
+    return {k: (v, w) for k, (v, w) in rec.items() if k in t and v / w > t[k]}
+
+
+def from_scratch_seconds(metrics:dict) -> float:
+    "The study's seconds, a notebook that resumed counted at the training seconds its checkpoints record (over its workers): what a run from scratch takes, at least."
+    t = metrics.get("study_seconds", {})
+    return sum(t.values()) + sum(v / w - t[k] for k, (v, w) in resumed_steps(metrics).items())
+
+
+def resumed_sentence(metrics:dict) -> str:
+    "Where a notebook resumed finished training from its checkpoints, the training seconds the checkpoints record (an earlier run's)."
     return "".join(f" {k} resumed finished training from its checkpoints, which record {v:.0f} s of training"
                    + (f" over {w} worker processes" if w > 1 else "") + ", done by an earlier run."
-                   for k, (v, w) in rec.items() if k in t and v / w > t[k])
+                   for k, (v, w) in resumed_steps(metrics).items())
 
 
 def _ratio_name(k:str) -> str: return re.sub(r"_(\d+)px$", r" at \1 px", k).replace("_vs_", " vs ")  # a `speedups` key, for a reader

@@ -99,7 +99,7 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
                source_sha256:str="", # sha256 of the checkpoint the model came from
                max_batch:int=64, # the largest batch asked for; the sidecar records what ExecuTorch planned
               ) -> Path:
-    "Export `model` behind its normalization to an ExecuTorch program delegated to XNNPACK (float32 0-255 N x 3 x S x S in, logits out), FP32 or INT8 (PT2E), with its sidecar."
+    "Export `model` behind its normalization to an ExecuTorch program delegated to XNNPACK (uint8 N x 3 x S x S in, logits out), FP32 or INT8 (PT2E), with its sidecar."
     import onnx, torch
     from torch.export import Dim, export
     from fabguard.quantize import QuantizeError, _Normalized, set_metadata
@@ -111,7 +111,7 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
     if path.suffix != ".pte": raise QuantizeError(f"{path}: an ExecuTorch program's name must end in .pte")
     meta = {**meta, "img_size": s}
     net = _Normalized(model.eval(), meta["mean"], meta["std"]).eval()
-    x = torch.zeros(2, 3, s, s); dyn = {"x": {0: Dim("batch", min=1, max=max_batch)}}  # float32 0-255: `PteModel` casts the uint8 images
+    x = torch.zeros(2, 3, s, s, dtype=torch.uint8); dyn = {"x": {0: Dim("batch", min=1, max=max_batch)}}
     quant = None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -123,7 +123,7 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
             if calib.dtype != torch.uint8 or calib.ndim != 4 or tuple(calib.shape[1:]) != (3, s, s) or not len(calib):
                 raise QuantizeError(f"{path}: calibration takes uint8 images N x 3 x {s} x {s}, got {calib.dtype} {tuple(calib.shape)}")
             g = prepare_pt2e(ep.module(), XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
-            for i in range(0, len(calib), 32): g(calib[i:i + 32].float())
+            for i in range(0, len(calib), 32): g(calib[i:i + 32])
             ep = export(convert_pt2e(g), (x,), dynamic_shapes=dyn)
             quant = {"method": "PT2E, XNNPACKQuantizer", "symmetric": True, "per_channel": True, "calib_images": len(calib)}
         buf = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
@@ -131,7 +131,7 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
     with atomic_write(path) as tmp: Path(tmp).write_bytes(buf)
     props = {p.key: p.value for p in set_metadata(onnx.ModelProto(), meta, variant or path.stem, source_sha256).metadata_props}
     write_json(sidecar_path(path), {"pte_sha256": sha256_file(path), "pte_bytes": path.stat().st_size, "metadata": props,
-                                    "precision": "int8" if quant else "fp32", "quantization": quant, "backend": "XnnpackBackend", "program_input": "float32, 0-255",
+                                    "precision": "int8" if quant else "fp32", "quantization": quant, "backend": "XnnpackBackend",
                                     "max_batch": int(bound), "executorch": version("executorch"), "torch": torch.__version__})
     return path
 
@@ -155,8 +155,6 @@ class PteModel:
                                      f"{(log() or (str(e).splitlines() or [type(e).__name__])[0])[:200]}") from None
         self.max_batch, shape, s = t.sizes()[0], tuple(t.sizes()[1:]), int(self.meta.get("img_size", 0))
         if shape != (3, s, s): raise ModelFileError(f"{self.path}: takes images 3 x {' x '.join(map(str, shape[1:]))}, its sidecar says {s} px")
-        if t.dtype() not in (0, 6): raise ModelFileError(f"{self.path}: its input is ExecuTorch scalar type {t.dtype()}, neither uint8 nor float32")
-        self.float_input = t.dtype() == 6  # float32 0-255 (this version's export); uint8: a file of an earlier export
         self._lock = threading.Lock()  # a method's planned memory is its own: one call at a time
 
     def __repr__(self): return f"PteModel({self.path.name}: {self.meta.get('variant')}, {self.precision}, batch <= {self.max_batch})"
@@ -165,19 +163,14 @@ class PteModel:
                batch_size:int|None=None, # images per call (at most `max_batch`, the program's bound)
               ) -> np.ndarray:
         "Logits (float32, N x classes), `batch_size` images at a time."
+        import torch
         x, s = np.asarray(x), int(self.meta["img_size"])
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (3, s, s):
             raise ValueError(f"{self.path}: takes uint8 images N x 3 x {s} x {s}, got {x.dtype} {x.shape}")
         bs = min(batch_size or self.max_batch, self.max_batch)
         with self._lock:
-            return np.concatenate([self.method.execute((self.feed(x[i:i + bs]),))[0].numpy() for i in range(0, len(x), bs)])
-
-    def feed(self, x:np.ndarray # uint8 images, checked by the caller
-            ):
-        "The program's input tensor for uint8 images: cast to float32 by PyTorch where the program takes float."
-        import torch
-        xt = torch.from_numpy(np.ascontiguousarray(x))
-        return xt.float() if self.float_input else xt
+            return np.concatenate([self.method.execute((torch.from_numpy(np.ascontiguousarray(x[i:i + bs])),))[0].numpy()
+                                   for i in range(0, len(x), bs)])
 
 
 def pte_logits(path, x:np.ndarray, # uint8 images N x 3 x S x S
@@ -189,10 +182,9 @@ def pte_logits(path, x:np.ndarray, # uint8 images N x 3 x S x S
 def pte_runner(path, x:np.ndarray, # one uint8 batch (batch 1: the latency condition)
                threads:int|None=1, # ExecuTorch's pool, process-wide: 1 is the latency condition of the report
               ):
-    "A zero-argument call computing the logits of `x` with a .pte (for `runtime.latency`): the cast included, in slices of the program's batch bound."
+    "A zero-argument call computing the logits of `x` with a .pte (for `runtime.latency`), in slices of the program's batch bound."
     import torch
     m = PteModel(path, threads)
     if len(x) > m.max_batch: return lambda: m.logits(x)
     xt = torch.from_numpy(np.ascontiguousarray(x))
-    run = lambda t: m.method.execute((t,))[0].clone()  # a copy: the output lives in the method's memory, freed with `m`
-    return (lambda: run(xt.float())) if m.float_input else (lambda: run(xt))
+    return lambda: m.method.execute((xt,))[0].clone()  # a copy: the output lives in the method's memory, freed with `m`
