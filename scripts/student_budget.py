@@ -35,6 +35,7 @@ def _setup():
     from fabguard.distill import make_views, view_logits
     from fabguard.files import sha256_file
     from fabguard.train import load_checkpoint, make_meta
+    if not (RUN / "teacher.pt").is_file(): sys.exit(f"{RUN}: no quick synthetic study here (no teacher.pt); run `make study` first")
     scan = load_scan(RUN); data = load_tensors(scan, 64, RUN / "cache", progress=False)
     teacher, tm = load_checkpoint(RUN / "teacher.pt", classes=scan.classes)
     meta = make_meta("mobilenet_v3_small", scan.classes, 64, scan.hash, good_class=scan.good_class,
@@ -79,7 +80,10 @@ def ingest(name, ckpt):
     "A variant an earlier run trained with exactly these settings: its checkpoints' history and recipe, checked, and its test score measured here."
     import torch
     from fabguard.train import load_checkpoint
+    if name not in VARIANTS: sys.exit(f"--ingest {name!r}: not a variant; choose from {list(VARIANTS)}")
     cfg, ckpt = VARIANTS[name], Path(ckpt)
+    for f in (ckpt, ckpt.with_name(ckpt.stem + "_last.pt")):
+        if not f.is_file(): sys.exit(f"{f}: no such checkpoint (--ingest needs the best weights and their _last.pt, which holds the history)")
     scan, data, *_ = _setup()
     model, meta = load_checkpoint(ckpt, classes=scan.classes)
     last = torch.load(ckpt.with_name(ckpt.stem + "_last.pt"), weights_only=True, map_location="cpu")
