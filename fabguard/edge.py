@@ -1,4 +1,4 @@
-"""The teacher and the students exported to ExecuTorch programs delegated to XNNPACK, FP32 and INT8 (PT2E quantization), with the same metadata and uint8 input as the ONNX files, checked against PyTorch, and loaded for the benchmark and the service.
+"""The teacher and the students exported to ExecuTorch programs delegated to XNNPACK, FP32 and INT8 (PT2E quantization), with the same metadata as the ONNX files and the image as int8 input, checked against PyTorch, and loaded for the benchmark and the service.
 
 Docs: https://github.com/fabguard/fabguard/edge.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/edge.html.md"""
 
 # %% ../nbs/03c_edge.ipynb #f3ad5b4c
 from __future__ import annotations
-import contextlib, importlib.util, io, json, os, re, sys, tempfile, threading, warnings
+import contextlib, importlib.util, io, json, os, re, sys, tempfile, threading, warnings, weakref
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,8 +16,8 @@ from .files import atomic_write, decode_metadata, sha256_file, write_json
 from .runtime import ModelFileError
 
 # %% auto #0
-__all__ = ['INSTALL', 'SIDECAR_KEYS', 'available', 'set_threads', 'sidecar_path', 'read_sidecar', 'pte_metadata', 'export_pte',
-           'PteModel', 'pte_logits', 'pte_runner']
+__all__ = ['INSTALL', 'SIDECAR_KEYS', 'INPUT_OFFSET', 'available', 'set_threads', 'sidecar_path', 'read_sidecar', 'pte_metadata',
+           'pte_input', 'export_pte', 'PteModel', 'pte_logits', 'pte_runner']
 
 # %% ../nbs/03c_edge.ipynb #474a6f0a
 INSTALL = "pip install 'fabguard[edge]'"  # what brings ExecuTorch
@@ -61,7 +61,7 @@ def set_threads(n:int|None, path=None):
         if pl._threadpool_get_thread_count() != n and n: pl._unsafe_reset_threadpool(int(n))  # "unsafe": not while a method runs
 
 # %% ../nbs/03c_edge.ipynb #d70f9085
-SIDECAR_KEYS = ("pte_sha256", "metadata", "precision", "max_batch")  # what every sidecar holds
+SIDECAR_KEYS = ("pte_sha256", "metadata", "precision", "max_batch", "input")  # what every sidecar holds
 
 
 def sidecar_path(path) -> Path:
@@ -91,6 +91,74 @@ def pte_metadata(path) -> dict:
     return {**m, **{k: d[k] for k in ("precision", "max_batch", "pte_sha256")}, "executorch": d.get("executorch")}
 
 # %% ../nbs/03c_edge.ipynb #53494869
+INPUT_OFFSET = 128  # a program's int8 input is the uint8 image minus this (the same bits with the top one flipped)
+
+
+def _fold_input(model, mean, std):
+    "A copy of `model` taking the raw 0-255 image: the normalization folded into its first convolution, whose zero padding becomes a border of each channel's mean. Returns (copy, pad, border)."
+    import copy, torch
+    from fabguard.quantize import QuantizeError
+    m = copy.deepcopy(model).eval()
+    conv = next((c for c in m.modules() if isinstance(c, torch.nn.Conv2d)), None)
+    if (conv is None or conv.in_channels != 3 or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str)
+            or conv.padding[0] != conv.padding[1]):
+        raise QuantizeError(f"{type(model).__name__}: its first layer is no 3-channel convolution with even zero padding, "
+                            "so its input normalization cannot be folded into it")
+    mean, std = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    with torch.no_grad():
+        w = conv.weight.clone()
+        shift = -(w * (mean / std)).sum((1, 2, 3))  # what the mean contributes, now a bias
+        conv.weight.copy_(w / (255 * std))
+        if conv.bias is None: conv.bias = torch.nn.Parameter(shift)
+        else: conv.bias.add_(shift)
+    pad = int(conv.padding[0]); conv.padding = (0, 0)
+    return m, pad, [int(round(255 * float(v))) for v in mean.flatten()]
+
+
+def _normalizing(model, mean, std):
+    "`model` behind its normalization as one multiply and one add per channel (exact), taking the raw 0-255 image: (module, pad 0, border)."
+    import torch
+    class Normalizing(torch.nn.Module):
+        def __init__(self):
+            super().__init__(); self.model = model
+            self.register_buffer("a", 1 / (255 * torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)))
+            self.register_buffer("b", -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        def forward(self, x): return self.model(x * self.a + self.b)
+    return Normalizing().eval(), 0, [0, 0, 0]
+
+
+def pte_input(x:np.ndarray, # uint8 images N x 3 x S x S
+              pad:int, border, # the sidecar's `input`: border width, and each channel's value (0-255) in it
+              out:np.ndarray|None=None, # int8 N x 3 x (S + 2 pad) x (S + 2 pad) to write into (its border already laid)
+             ) -> np.ndarray:
+    "The int8 input of a program: the image minus 128, inside a border of each channel's mean."
+    n, c, h, w = x.shape
+    if out is None:
+        out = np.empty((n, c, h + 2 * pad, w + 2 * pad), np.int8)
+        out[...] = (np.asarray(border, np.int16) - INPUT_OFFSET).astype(np.int8).reshape(1, c, 1, 1)
+    np.bitwise_xor(x, 0x80, out=out.view(np.uint8)[:, :, pad:pad + h, pad:pad + w])  # v ^ 0x80 read as int8 is v - 128
+    return out
+
+
+def _int8_input(g, quantized:bool):
+    "Make the graph `g` (float 0-255 in) take the int8 image minus 128: one dequantize (scale 1, zero point -128) of the placeholder, exact."
+    import torch
+    from fabguard.quantize import QuantizeError
+    Q = torch.ops.quantized_decomposed; args = (1.0, -INPUT_OFFSET, -128, 127, torch.int8)
+    ph = next(n for n in g.graph.nodes if n.op == "placeholder")
+    users = [u for u in ph.users if u.op == "call_function" and u.target is not torch.ops.aten.sym_size.int]  # not its shape guards
+    if quantized:  # PT2E quantized the input for the first convolution: its quantize goes, its dequantizes read the input
+        if len(users) != 1 or users[0].target is not Q.quantize_per_tensor.default:
+            raise QuantizeError(f"the quantized graph's input feeds {[str(u.target) for u in users]}, not one quantize")
+        for d in list(users[0].users): d.args = (ph, *args)
+        g.graph.erase_node(users[0])
+    else:
+        with g.graph.inserting_after(ph): dq = g.graph.call_function(Q.dequantize_per_tensor.default, (ph, *args))
+        for u in users: u.replace_input_with(ph, dq)
+    g.graph.lint(); g.recompile()
+    return g
+
+
 def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkpoint`)
                path, # where to write the .pte (its sidecar goes beside it)
                img_size:int, # input side of the program: the checkpoint's, or another for latency
@@ -99,10 +167,11 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
                source_sha256:str="", # sha256 of the checkpoint the model came from
                max_batch:int=64, # the largest batch asked for; the sidecar records what ExecuTorch planned
               ) -> Path:
-    "Export `model` behind its normalization to an ExecuTorch program delegated to XNNPACK (uint8 N x 3 x S x S in, logits out), FP32 or INT8 (PT2E), with its sidecar."
+    "Export `model` to an ExecuTorch program delegated to XNNPACK (int8 image minus 128 in, normalization folded, logits out), FP32 or INT8 (PT2E), with its sidecar."
     import onnx, torch
     from torch.export import Dim, export
-    from fabguard.quantize import QuantizeError, _Normalized, set_metadata
+    from fabguard.quantize import QuantizeError, compare_logits, set_metadata
+    from fabguard.train import predict_logits
     _portable_lib(path)  # ExecuTorch's runtime bindings first: imported without their "experimental" warning
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -110,32 +179,66 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
     path, s = Path(path), int(img_size)
     if path.suffix != ".pte": raise QuantizeError(f"{path}: an ExecuTorch program's name must end in .pte")
     meta = {**meta, "img_size": s}
-    net = _Normalized(model.eval(), meta["mean"], meta["std"]).eval()
-    x = torch.zeros(2, 3, s, s, dtype=torch.uint8); dyn = {"x": {0: Dim("batch", min=1, max=max_batch)}}
-    quant = None
+    if calib is not None:
+        calib = torch.as_tensor(calib)
+        if calib.dtype != torch.uint8 or calib.ndim != 4 or tuple(calib.shape[1:]) != (3, s, s) or not len(calib):
+            raise QuantizeError(f"{path}: calibration takes uint8 images N x 3 x {s} x {s}, got {calib.dtype} {tuple(calib.shape)}")
+    # INT8: the normalization folded into the first convolution (the fastest input); FP32: kept exact, in float
+    net, pad, border = _fold_input(model, meta["mean"], meta["std"]) if calib is not None else _normalizing(model.eval(), meta["mean"], meta["std"])
+    raw = lambda x: torch.from_numpy(pte_input(np.asarray(x), pad, border).astype(np.float32) + INPUT_OFFSET)  # the image in its border, 0-255
+    probe = torch.randint(0, 256, (4, 3, s, s), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the folded border rounds each channel's mean to a grey level: a loose check, made to catch a wrong layer
+        same = compare_logits(predict_logits(model.eval(), probe, meta["mean"], meta["std"]).numpy(), net(raw(probe)).numpy(), rtol=0.02)
+    if same["failed"]: raise QuantizeError(f"{path}: the model with its normalization folded into the first convolution "
+                                           f"disagrees with it (max |logit diff| {same['max_abs_diff']:.2g}): does that layer see the image first?")
+    side, dyn = s + 2 * pad, ({0: Dim("batch", min=1, max=max_batch)},)
+    xf = torch.zeros(2, 3, side, side); quant = None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        ep = export(net, (x,), dynamic_shapes=dyn)
+        g = export(net, (xf,), dynamic_shapes=dyn).module()
         if calib is not None:
             from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-            calib = torch.as_tensor(calib)
-            if calib.dtype != torch.uint8 or calib.ndim != 4 or tuple(calib.shape[1:]) != (3, s, s) or not len(calib):
-                raise QuantizeError(f"{path}: calibration takes uint8 images N x 3 x {s} x {s}, got {calib.dtype} {tuple(calib.shape)}")
-            g = prepare_pt2e(ep.module(), XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
-            for i in range(0, len(calib), 32): g(calib[i:i + 32])
-            ep = export(convert_pt2e(g), (x,), dynamic_shapes=dyn)
+            g = prepare_pt2e(g, XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
+            for i in range(0, len(calib), 32): g(raw(calib[i:i + 32]))
+            g = convert_pt2e(g)
             quant = {"method": "PT2E, XNNPACKQuantizer", "symmetric": True, "per_channel": True, "calib_images": len(calib)}
+        ep = export(_int8_input(g, calib is not None), (torch.zeros(2, 3, side, side, dtype=torch.int8),), dynamic_shapes=dyn)
         buf = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
     with _native_log(): bound = Runtime.get().load_program(buf).metadata("forward").input_tensor_meta(0).sizes()[0]
     with atomic_write(path) as tmp: Path(tmp).write_bytes(buf)
     props = {p.key: p.value for p in set_metadata(onnx.ModelProto(), meta, variant or path.stem, source_sha256).metadata_props}
     write_json(sidecar_path(path), {"pte_sha256": sha256_file(path), "pte_bytes": path.stat().st_size, "metadata": props,
                                     "precision": "int8" if quant else "fp32", "quantization": quant, "backend": "XnnpackBackend",
+                                    "input": {"dtype": "int8", "offset": -INPUT_OFFSET, "pad": pad, "border": border},
                                     "max_batch": int(bound), "executorch": version("executorch"), "torch": torch.__version__})
     return path
 
+
 # %% ../nbs/03c_edge.ipynb #fa089749
+class _Loaded:
+    "One program loaded from one .pte: its forward method, the lock its planned memory needs, and the input buffer with its border laid."
+    def __init__(self, path, side:dict):
+        from executorch.runtime import Runtime
+        import torch
+        with _native_log() as log:
+            try:
+                self.program = Runtime.get().load_program(path)  # kept: the method points into it
+                self.method = self.program.load_method("forward")
+                t = self.method.metadata.input_tensor_meta(0)
+            except Exception as e:
+                raise ModelFileError(f"{path}: not a valid ExecuTorch program (truncated or corrupted?): "
+                                     f"{(log() or (str(e).splitlines() or [type(e).__name__])[0])[:200]}") from None
+        self.max_batch, self.shape, inp = t.sizes()[0], tuple(t.sizes()[1:]), side["input"]
+        self.pad, self.border = int(inp["pad"]), inp["border"]
+        self.buf = torch.empty((self.max_batch, *self.shape), dtype=torch.int8)  # the program reads it in place
+        self.buf.numpy()[...] = (np.asarray(self.border, np.int16) - INPUT_OFFSET).astype(np.int8).reshape(1, -1, 1, 1)
+        self.lock = threading.Lock()  # a method's planned memory is its own: one call at a time
+
+
+_LOADED, _LOADING = weakref.WeakValueDictionary(), threading.Lock()  # (file, sha256) -> _Loaded, while a PteModel holds it
+
+
 class PteModel:
     "A .pte loaded with ExecuTorch, checked against its sidecar: `meta` (the strings of the ONNX metadata) and `logits` of uint8 images."
     runtime = "executorch"
@@ -144,18 +247,12 @@ class PteModel:
         self.path = Path(path); side = read_sidecar(self.path)
         self.meta, self.sha256, self.precision = dict(side["metadata"]), side["pte_sha256"], side["precision"]
         set_threads(threads, self.path)
-        from executorch.runtime import Runtime
-        with _native_log() as log:
-            try:
-                self.program = Runtime.get().load_program(self.path)
-                self.method = self.program.load_method("forward")
-                t = self.method.metadata.input_tensor_meta(0)
-            except Exception as e:
-                raise ModelFileError(f"{self.path}: not a valid ExecuTorch program (truncated or corrupted?): "
-                                     f"{(log() or (str(e).splitlines() or [type(e).__name__])[0])[:200]}") from None
-        self.max_batch, shape, s = t.sizes()[0], tuple(t.sizes()[1:]), int(self.meta.get("img_size", 0))
-        if shape != (3, s, s): raise ModelFileError(f"{self.path}: takes images 3 x {' x '.join(map(str, shape[1:]))}, its sidecar says {s} px")
-        self._lock = threading.Lock()  # a method's planned memory is its own: one call at a time
+        with _LOADING:  # one program per file and process: two loaded from one file crash ExecuTorch 1.5.1 (see above)
+            key = (str(self.path.resolve()), self.sha256)
+            self._p = _LOADED.get(key) or _LOADED.setdefault(key, _Loaded(self.path, side))
+        self.max_batch, s, pad = self._p.max_batch, int(self.meta.get("img_size", 0)), self._p.pad
+        if self._p.shape != (3, s + 2 * pad, s + 2 * pad):
+            raise ModelFileError(f"{self.path}: takes images {' x '.join(map(str, self._p.shape))}, its sidecar says {s} px with a border of {pad}")
 
     def __repr__(self): return f"PteModel({self.path.name}: {self.meta.get('variant')}, {self.precision}, batch <= {self.max_batch})"
 
@@ -163,14 +260,15 @@ class PteModel:
                batch_size:int|None=None, # images per call (at most `max_batch`, the program's bound)
               ) -> np.ndarray:
         "Logits (float32, N x classes), `batch_size` images at a time."
-        import torch
-        x, s = np.asarray(x), int(self.meta["img_size"])
+        x, s, p = np.asarray(x), int(self.meta["img_size"]), self._p
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (3, s, s):
             raise ValueError(f"{self.path}: takes uint8 images N x 3 x {s} x {s}, got {x.dtype} {x.shape}")
-        bs = min(batch_size or self.max_batch, self.max_batch)
-        with self._lock:
-            return np.concatenate([self.method.execute((torch.from_numpy(np.ascontiguousarray(x[i:i + bs])),))[0].numpy()
-                                   for i in range(0, len(x), bs)])
+        bs, out = min(batch_size or self.max_batch, self.max_batch), []
+        with p.lock:
+            for i in range(0, len(x), bs):
+                n = len(x[i:i + bs]); pte_input(x[i:i + n], p.pad, p.border, out=p.buf.numpy()[:n])
+                out.append(p.method.execute((p.buf[:n],))[0].numpy().copy())  # a copy: the output lives in the method's memory
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 def pte_logits(path, x:np.ndarray, # uint8 images N x 3 x S x S
@@ -182,9 +280,7 @@ def pte_logits(path, x:np.ndarray, # uint8 images N x 3 x S x S
 def pte_runner(path, x:np.ndarray, # one uint8 batch (batch 1: the latency condition)
                threads:int|None=1, # ExecuTorch's pool, process-wide: 1 is the latency condition of the report
               ):
-    "A zero-argument call computing the logits of `x` with a .pte (for `runtime.latency`), in slices of the program's batch bound."
-    import torch
+    "A zero-argument call computing the logits of `x` with a .pte (for `runtime.latency`): `PteModel.logits`, input preparation included."
     m = PteModel(path, threads)
-    if len(x) > m.max_batch: return lambda: m.logits(x)
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-    return lambda: m.method.execute((xt,))[0].clone()  # a copy: the output lives in the method's memory, freed with `m`
+    return lambda: m.logits(x)
+
