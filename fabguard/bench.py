@@ -159,12 +159,12 @@ def benchmark(variants:dict, # name -> Variant
               classes:list,
               runs:int=1000, warmup:int=50, threads=(1, 2), batch:int=32,
               groups:np.ndarray|None=None, # a group per test image (e.g. ELPV module type): metrics per group too
-              targets:dict|None=None, # the batch-1, 1-thread run: `latency_targets(...)`, other runtimes' entries added (default: every variant at the study's size)
+              targets=None, # the batch-1, 1-thread run: `latency_targets(...)`, or a call returning it (default: every variant at the study's size)
              ) -> dict: # name -> metrics (DESIGN.md schema)
     "Accuracy, size and latency of every variant, latencies interleaved in one run."
     from fabguard.train import compute_metrics
     res, img, x1 = {}, x_test.shape[-1], x_test[:1]
-    targets = targets if targets is not None else latency_targets(variants, {img: x1}, img)
+    targets = targets() if callable(targets) else targets if targets is not None else latency_targets(variants, {img: x1}, img)
     unknown = sorted({n for n, _, _ in targets} - set(variants))
     if unknown: raise ValueError(f"latency targets {unknown}: not variants of this benchmark")
     for name, v in variants.items():
@@ -178,6 +178,7 @@ def benchmark(variants:dict, # name -> Variant
         res[name].update(arch=v.arch, confusion=m["confusion"], params=v.params, flops=v.flops, file_mb=round(v.file_mb, 4), sha256=sha256_file(v.path))
     for (n, rt, px), r in latency(targets, runs, warmup).items():
         res[n].setdefault("latency", {}).setdefault(rt, {})[str(px)] = {f"{q}_ms": round(r[q], 4) for q in ("p50", "p90", "p99", "mean", "cold_p50")}
+    del targets  # built here, its ExecuTorch programs go with it: ExecuTorch's pool can take the other thread counts below
     for n, v in variants.items():
         own = res[n].get("latency", {}).get(RUNTIMES[v.kind], {}).get(str(img))
         if own is None: raise ValueError(f"latency targets: no ({n!r}, {RUNTIMES[v.kind]!r}, {img}) entry")

@@ -55,10 +55,15 @@ def _portable_lib(path=None):
 
 
 def set_threads(n:int|None, path=None):
-    "Threads of ExecuTorch's pool, on which XNNPACK runs: one pool per process (None: leave it; ExecuTorch starts with one per core)."
+    "Threads of ExecuTorch's pool, on which XNNPACK runs: one pool per process (None: leave it; ExecuTorch starts with one per core), resized only while no program is loaded."
     pl = _portable_lib(path)
     with _native_log():  # the first use makes the pool (and probes the CPU)
-        if pl._threadpool_get_thread_count() != n and n: pl._unsafe_reset_threadpool(int(n))  # "unsafe": not while a method runs
+        have = pl._threadpool_get_thread_count()
+        if not n or have == n: return
+        if len(_LOADED):  # their XNNPACK runtimes keep the pool they were loaded with, which a resize frees
+            raise RuntimeError(f"{path or 'ExecuTorch'}: cannot run at {n} threads while programs loaded at {have} are in use "
+                               f"({', '.join(sorted(Path(k[0]).name for k in _LOADED.keys()))}); release them first")
+        pl._unsafe_reset_threadpool(int(n))
 
 # %% ../nbs/03c_edge.ipynb #d70f9085
 SIDECAR_KEYS = ("pte_sha256", "metadata", "precision", "max_batch", "input")  # what every sidecar holds
@@ -174,7 +179,8 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
     from fabguard.train import predict_logits
     _portable_lib(path)  # ExecuTorch's runtime bindings first: imported without their "experimental" warning
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
     from executorch.runtime import Runtime
     path, s = Path(path), int(img_size)
     if path.suffix != ".pte": raise QuantizeError(f"{path}: an ExecuTorch program's name must end in .pte")
@@ -204,7 +210,8 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
             g = convert_pt2e(g)
             quant = {"method": "PT2E, XNNPACKQuantizer", "symmetric": True, "per_channel": True, "calib_images": len(calib)}
         ep = export(_int8_input(g, calib is not None), (torch.zeros(2, 3, side, side, dtype=torch.int8),), dynamic_shapes=dyn)
-        buf = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+        buf = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch(  # the input: the caller's buffer, not planned
+            ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False))).buffer
     with _native_log(): bound = Runtime.get().load_program(buf).metadata("forward").input_tensor_meta(0).sizes()[0]
     with atomic_write(path) as tmp: Path(tmp).write_bytes(buf)
     props = {p.key: p.value for p in set_metadata(onnx.ModelProto(), meta, variant or path.stem, source_sha256).metadata_props}
@@ -231,7 +238,8 @@ class _Loaded:
                                      f"{(log() or (str(e).splitlines() or [type(e).__name__])[0])[:200]}") from None
         self.max_batch, self.shape, inp = t.sizes()[0], tuple(t.sizes()[1:]), side["input"]
         self.pad, self.border = int(inp["pad"]), inp["border"]
-        self.buf = torch.empty((self.max_batch, *self.shape), dtype=torch.int8)  # the program reads it in place
+        n = self.max_batch * int(np.prod(self.shape))  # XNNPACK reads a little past the end of its inputs (XNN_EXTRA_BYTES): room for it
+        self.buf = torch.zeros(n + 64, dtype=torch.int8)[:n].view(self.max_batch, *self.shape)  # the program reads it in place
         self.buf.numpy()[...] = (np.asarray(self.border, np.int16) - INPUT_OFFSET).astype(np.int8).reshape(1, -1, 1, 1)
         self.lock = threading.Lock()  # a method's planned memory is its own: one call at a time
 
@@ -247,7 +255,7 @@ class PteModel:
         self.path = Path(path); side = read_sidecar(self.path)
         self.meta, self.sha256, self.precision = dict(side["metadata"]), side["pte_sha256"], side["precision"]
         set_threads(threads, self.path)
-        with _LOADING:  # one program per file and process: two loaded from one file crash ExecuTorch 1.5.1 (see above)
+        with _LOADING:  # one program per file and process, shared while in use
             key = (str(self.path.resolve()), self.sha256)
             self._p = _LOADED.get(key) or _LOADED.setdefault(key, _Loaded(self.path, side))
         self.max_batch, s, pad = self._p.max_batch, int(self.meta.get("img_size", 0)), self._p.pad
