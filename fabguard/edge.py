@@ -100,7 +100,7 @@ INPUT_OFFSET = 128  # a program's int8 input is the uint8 image minus this (the 
 
 
 def _fold_input(model, mean, std):
-    "A copy of `model` taking the raw 0-255 image: the normalization folded into its first convolution, whose zero padding becomes a border of each channel's mean. Returns (copy, pad, border)."
+    "A copy of `model` taking the image in [0, 1]: the normalization folded into its first convolution, whose zero padding becomes a border of each channel's mean. Returns (copy, pad, border)."
     import copy, torch
     from fabguard.quantize import QuantizeError
     m = copy.deepcopy(model).eval()
@@ -113,7 +113,7 @@ def _fold_input(model, mean, std):
     with torch.no_grad():
         w = conv.weight.clone()
         shift = -(w * (mean / std)).sum((1, 2, 3))  # what the mean contributes, now a bias
-        conv.weight.copy_(w / (255 * std))
+        conv.weight.copy_(w / std)  # on [0, 1], not 0-255: weights of their usual size (XNNPACK's quantizer floors a weight scale at 2^-12)
         if conv.bias is None: conv.bias = torch.nn.Parameter(shift)
         else: conv.bias.add_(shift)
     pad = int(conv.padding[0]); conv.padding = (0, 0)
@@ -121,12 +121,12 @@ def _fold_input(model, mean, std):
 
 
 def _normalizing(model, mean, std):
-    "`model` behind its normalization as one multiply and one add per channel (exact), taking the raw 0-255 image: (module, pad 0, border)."
+    "`model` behind its normalization as one multiply and one add per channel (exact), taking the image in [0, 1]: (module, pad 0, border)."
     import torch
     class Normalizing(torch.nn.Module):
         def __init__(self):
             super().__init__(); self.model = model
-            self.register_buffer("a", 1 / (255 * torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)))
+            self.register_buffer("a", 1 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
             self.register_buffer("b", -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         def forward(self, x): return self.model(x * self.a + self.b)
     return Normalizing().eval(), 0, [0, 0, 0]
@@ -146,10 +146,10 @@ def pte_input(x:np.ndarray, # uint8 images N x 3 x S x S
 
 
 def _int8_input(g, quantized:bool):
-    "Make the graph `g` (float 0-255 in) take the int8 image minus 128: one dequantize (scale 1, zero point -128) of the placeholder, exact."
+    "Make the graph `g` (the image in [0, 1] in) take the int8 image minus 128: one dequantize (scale 1/255, zero point -128) of the placeholder, exact."
     import torch
     from fabguard.quantize import QuantizeError
-    Q = torch.ops.quantized_decomposed; args = (1.0, -INPUT_OFFSET, -128, 127, torch.int8)
+    Q = torch.ops.quantized_decomposed; args = (1 / 255, -INPUT_OFFSET, -128, 127, torch.int8)
     ph = next(n for n in g.graph.nodes if n.op == "placeholder")
     users = [u for u in ph.users if u.op == "call_function" and u.target is not torch.ops.aten.sym_size.int]  # not its shape guards
     if quantized:  # PT2E quantized the input for the first convolution: its quantize goes, its dequantizes read the input
@@ -191,7 +191,7 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
             raise QuantizeError(f"{path}: calibration takes uint8 images N x 3 x {s} x {s}, got {calib.dtype} {tuple(calib.shape)}")
     # INT8: the normalization folded into the first convolution (the fastest input); FP32: kept exact, in float
     net, pad, border = _fold_input(model, meta["mean"], meta["std"]) if calib is not None else _normalizing(model.eval(), meta["mean"], meta["std"])
-    raw = lambda x: torch.from_numpy(pte_input(np.asarray(x), pad, border).astype(np.float32) + INPUT_OFFSET)  # the image in its border, 0-255
+    raw = lambda x: torch.from_numpy((pte_input(np.asarray(x), pad, border).astype(np.float32) + INPUT_OFFSET) / 255)  # the image in its border, in [0, 1]
     probe = torch.randint(0, 256, (4, 3, s, s), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # the folded border rounds each channel's mean to a grey level: a loose check, made to catch a wrong layer
         same = compare_logits(predict_logits(model.eval(), probe, meta["mean"], meta["std"]).numpy(), net(raw(probe)).numpy(), rtol=0.02)
