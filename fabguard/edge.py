@@ -241,7 +241,17 @@ class _Loaded:
         n = self.max_batch * int(np.prod(self.shape))  # XNNPACK reads a little past the end of its inputs (XNN_EXTRA_BYTES): room for it
         self.buf = torch.zeros(n + 64, dtype=torch.int8)[:n].view(self.max_batch, *self.shape)  # the program reads it in place
         self.buf.numpy()[...] = (np.asarray(self.border, np.int16) - INPUT_OFFSET).astype(np.int8).reshape(1, -1, 1, 1)
-        self.lock = threading.Lock()  # a method's planned memory is its own: one call at a time
+        self.lock, self._views = threading.Lock(), {}  # a method's planned memory is its own: one call at a time
+
+    def run(self, x:np.ndarray) -> np.ndarray:
+        "Logits of the uint8 images `x` (at most `max_batch`), the lock held: `x` written into the buffer's interior, one call."
+        n = len(x)
+        if n not in self._views:  # the first n images of the buffer: the tensor the program reads, and where the images go
+            e = self.shape[1] - self.pad
+            self._views[n] = (self.buf[:n], self.buf.numpy()[:n].view(np.uint8)[:, :, self.pad:e, self.pad:e])
+        t, inner = self._views[n]
+        np.bitwise_xor(x, 0x80, out=inner)  # pte_input, in place: v ^ 0x80 read as int8 is v - 128
+        return self.method.execute((t,))[0].numpy()  # the binding returns a copy of the output (clone_outputs)
 
 
 _LOADED, _LOADING = weakref.WeakValueDictionary(), threading.Lock()  # (file, sha256) -> _Loaded, while a PteModel holds it
@@ -271,12 +281,9 @@ class PteModel:
         x, s, p = np.asarray(x), int(self.meta["img_size"]), self._p
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (3, s, s):
             raise ValueError(f"{self.path}: takes uint8 images N x 3 x {s} x {s}, got {x.dtype} {x.shape}")
-        bs, out = min(batch_size or self.max_batch, self.max_batch), []
+        bs = min(batch_size or self.max_batch, self.max_batch)
         with p.lock:
-            for i in range(0, len(x), bs):
-                n = len(x[i:i + bs]); pte_input(x[i:i + n], p.pad, p.border, out=p.buf.numpy()[:n])
-                out.append(p.method.execute((p.buf[:n],))[0].numpy().copy())  # a copy: the output lives in the method's memory
-        return out[0] if len(out) == 1 else np.concatenate(out)
+            return p.run(x) if len(x) <= bs else np.concatenate([p.run(x[i:i + bs]) for i in range(0, len(x), bs)])
 
 
 def pte_logits(path, x:np.ndarray, # uint8 images N x 3 x S x S
