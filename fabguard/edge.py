@@ -99,7 +99,12 @@ def pte_metadata(path) -> dict:
 INPUT_OFFSET = 128  # a program's int8 input is the uint8 image minus this (the same bits with the top one flipped)
 
 
-def _fold_input(model, mean, std):
+def _border(border) -> np.ndarray:
+    "The int8 fill of a program's input border, 1 x 3 x 1 x 1: each channel's mean grey level minus 128."
+    return (np.asarray(border, np.int16) - INPUT_OFFSET).astype(np.int8).reshape(1, -1, 1, 1)
+
+
+def _fold_input(model, mean, std, path):
     "A copy of `model` taking the image in [0, 1]: the normalization folded into its first convolution, whose zero padding becomes a border of each channel's mean. Returns (copy, pad, border)."
     import copy, torch
     from fabguard.quantize import QuantizeError
@@ -107,7 +112,7 @@ def _fold_input(model, mean, std):
     conv = next((c for c in m.modules() if isinstance(c, torch.nn.Conv2d)), None)
     if (conv is None or conv.in_channels != 3 or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str)
             or conv.padding[0] != conv.padding[1]):
-        raise QuantizeError(f"{type(model).__name__}: its first layer is no 3-channel convolution with even zero padding, "
+        raise QuantizeError(f"{path}: {type(model).__name__}'s first layer is no 3-channel convolution with even zero padding, "
                             "so its input normalization cannot be folded into it")
     mean, std = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -140,12 +145,12 @@ def pte_input(x:np.ndarray, # uint8 images N x 3 x S x S
     n, c, h, w = x.shape
     if out is None:
         out = np.empty((n, c, h + 2 * pad, w + 2 * pad), np.int8)
-        out[...] = (np.asarray(border, np.int16) - INPUT_OFFSET).astype(np.int8).reshape(1, c, 1, 1)
+        out[...] = _border(border)
     np.bitwise_xor(x, 0x80, out=out.view(np.uint8)[:, :, pad:pad + h, pad:pad + w])  # v ^ 0x80 read as int8 is v - 128
     return out
 
 
-def _int8_input(g, quantized:bool):
+def _int8_input(g, quantized:bool, path):
     "Make the graph `g` (the image in [0, 1] in) take the int8 image minus 128: one dequantize (scale 1/255, zero point -128) of the placeholder, exact."
     import torch
     from fabguard.quantize import QuantizeError
@@ -154,7 +159,7 @@ def _int8_input(g, quantized:bool):
     users = [u for u in ph.users if u.op == "call_function" and u.target is not torch.ops.aten.sym_size.int]  # not its shape guards
     if quantized:  # PT2E quantized the input for the first convolution: its quantize goes, its dequantizes read the input
         if len(users) != 1 or users[0].target is not Q.quantize_per_tensor.default:
-            raise QuantizeError(f"the quantized graph's input feeds {[str(u.target) for u in users]}, not one quantize")
+            raise QuantizeError(f"{path}: the quantized graph's input feeds {[str(u.target) for u in users]}, not one quantize")
         for d in list(users[0].users): d.args = (ph, *args)
         g.graph.erase_node(users[0])
     else:
@@ -190,7 +195,7 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
         if calib.dtype != torch.uint8 or calib.ndim != 4 or tuple(calib.shape[1:]) != (3, s, s) or not len(calib):
             raise QuantizeError(f"{path}: calibration takes uint8 images N x 3 x {s} x {s}, got {calib.dtype} {tuple(calib.shape)}")
     # INT8: the normalization folded into the first convolution (the fastest input); FP32: kept exact, in float
-    net, pad, border = _fold_input(model, meta["mean"], meta["std"]) if calib is not None else _normalizing(model.eval(), meta["mean"], meta["std"])
+    net, pad, border = _fold_input(model, meta["mean"], meta["std"], path) if calib is not None else _normalizing(model.eval(), meta["mean"], meta["std"])
     raw = lambda x: torch.from_numpy((pte_input(np.asarray(x), pad, border).astype(np.float32) + INPUT_OFFSET) / 255)  # the image in its border, in [0, 1]
     probe = torch.randint(0, 256, (4, 3, s, s), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # the folded border rounds each channel's mean to a grey level: a loose check, made to catch a wrong layer
@@ -209,7 +214,7 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
             for i in range(0, len(calib), 32): g(raw(calib[i:i + 32]))
             g = convert_pt2e(g)
             quant = {"method": "PT2E, XNNPACKQuantizer", "symmetric": True, "per_channel": True, "calib_images": len(calib)}
-        ep = export(_int8_input(g, calib is not None), (torch.zeros(2, 3, side, side, dtype=torch.int8),), dynamic_shapes=dyn)
+        ep = export(_int8_input(g, calib is not None, path), (torch.zeros(2, 3, side, side, dtype=torch.int8),), dynamic_shapes=dyn)
         buf = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch(  # the input: the caller's buffer, not planned
             ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False))).buffer
     with _native_log(): bound = Runtime.get().load_program(buf).metadata("forward").input_tensor_meta(0).sizes()[0]
@@ -240,7 +245,7 @@ class _Loaded:
         self.pad, self.border = int(inp["pad"]), inp["border"]
         n = self.max_batch * int(np.prod(self.shape))  # XNNPACK reads a little past the end of its inputs (XNN_EXTRA_BYTES): room for it
         self.buf = torch.zeros(n + 64, dtype=torch.int8)[:n].view(self.max_batch, *self.shape)  # the program reads it in place
-        self.buf.numpy()[...] = (np.asarray(self.border, np.int16) - INPUT_OFFSET).astype(np.int8).reshape(1, -1, 1, 1)
+        self.buf.numpy()[...] = _border(self.border)
         self.lock, self._views = threading.Lock(), {}  # a method's planned memory is its own: one call at a time
 
     def run(self, x:np.ndarray) -> np.ndarray:
