@@ -1,22 +1,29 @@
 # Two commands: `make study` (regenerate the report) and `make test` (nbdev-test + pytest).
-# Both create .venv on first use and install the project with the study's dependencies (the `study` extra).
+# Both create .venv on first use and install the study's locked environment: requirements.lock (hashes; every extra),
+# then the project itself without dependencies. `make lock` regenerates the lock from pyproject.toml and constraints.txt.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
 DATASET ?= synthetic
 
-.PHONY: install study test check export clean readme loadtest recipes
+.PHONY: install lock study test test-all check export clean readme loadtest recipes
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/python -m pip install --upgrade pip
-	# torch and torchvision together from the registry, so pip picks a matching pair
-	$(BIN)/python -m pip install -e ".[study,dev,elpv]"
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	$(BIN)/python -c "import torch, torchvision, onnxruntime; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'onnxruntime', onnxruntime.__version__)"
 	touch $@
+
+# the lock: every extra, for Linux x86-64 and Python 3.11 (the reference machine), hashes; the torch build is constraints.txt's
+lock:
+	uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install uv
+	uv pip compile pyproject.toml --all-extras --constraint constraints.txt --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes --no-strip-extras -o requirements.lock
 
 install: $(VENV)/.installed
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import papermill as pm
 
 # %% auto #0
-__all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'dataset_family', 'load_profile', 'folder_fingerprint',
-           'step_stamp', 'StudyError', 'squash_progress', 'run_study']
+__all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'dataset_family', 'load_profile', 'read_lock', 'lock_check',
+           'lock_sentence', 'folder_fingerprint', 'step_stamp', 'StudyError', 'squash_progress', 'run_study']
 
 # %% ../nbs/06_study.ipynb #5191c9b3
 PROFILES = ("smoke", "quick", "full")
@@ -55,6 +55,46 @@ def load_profile(profile:str, # smoke | quick | full
         out.update({k: _literal(v) for k, v in own[overlay].items()})  # only the keys the overlay names itself
     return out
 
+
+# %% ../nbs/06_study.ipynb #cd7f272e
+def read_lock(path) -> dict:
+    "Package name (normalized) -> pinned version, from a pip-compile / `uv pip compile` lock file."
+    from packaging.utils import canonicalize_name
+    pins = {}
+    for line in Path(path).read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", line)
+        if m: pins[canonicalize_name(m[1])] = m[2]
+    return pins
+
+
+def lock_check(lock=None, # requirements.lock (default: the checkout's)
+               installed=None, # name -> version (default: this environment's, importlib.metadata)
+              ) -> dict:
+    "Whether this environment is the lock's: {'file', 'sha256', 'n_locked', 'differs': {name: {'locked', 'installed'}}, 'matches'}."
+    from importlib import metadata
+    from packaging.specifiers import SpecifierSet
+    from packaging.utils import canonicalize_name
+    if lock is None:
+        try: lock = repo_root() / "requirements.lock"
+        except FileNotFoundError: return {"file": None, "matches": None, "differs": {}, "n_locked": 0, "sha256": None}
+    lock = Path(lock)
+    if not lock.exists(): return {"file": str(lock), "matches": None, "differs": {}, "n_locked": 0, "sha256": None}
+    pins = read_lock(lock)
+    if installed is None: installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    else: installed = {canonicalize_name(k): v for k, v in installed.items()}
+    differs = {n: {"locked": v, "installed": installed.get(n)} for n, v in sorted(pins.items())
+               if installed.get(n) is None or not SpecifierSet(f"=={v}").contains(installed[n], prereleases=True)}
+    return {"file": lock.name, "sha256": hashlib.sha256(lock.read_bytes()).hexdigest(), "n_locked": len(pins), "differs": differs,
+            "matches": not differs}
+
+
+def lock_sentence(chk:dict, show:int=4) -> str:
+    "One line on `lock_check`'s result, for the study's log, the report and the README."
+    if chk.get("matches") is None: return "No requirements.lock was found: the environment is not known to be the study's."
+    if chk["matches"]: return f"Made in the locked environment: every one of the {chk['n_locked']} packages of {chk['file']} at its pinned version."
+    d = chk["differs"]; some = ", ".join(f"{n} {v['installed'] or 'missing'} (locked {v['locked']})" for n, v in list(d.items())[:show])
+    return (f"This environment differs from {chk['file']} in {len(d)} of {chk['n_locked']} packages: {some}"
+            + (f" and {len(d) - show} more" if len(d) > show else "") + "; its results may not reproduce the committed report (`make install` installs the lock).")
 
 # %% ../nbs/06_study.ipynb #cb2da852
 def folder_fingerprint(path) -> str:
@@ -126,6 +166,8 @@ def run_study(profile:str="quick", # smoke | quick | full
               log=print) -> Path:
     "Execute the study notebooks with papermill; returns the report directory."
     root = repo_root(root)
+    chk = lock_check(root / "requirements.lock")
+    if not chk["matches"]: log("warning: " + lock_sentence(chk))
     if dataset not in ("synthetic", "elpv2", "elpv4") and not Path(dataset).expanduser().is_dir():
         raise ValueError(f"dataset={dataset!r}: not synthetic, elpv2, elpv4 or an existing folder")
     base = load_profile(profile, root / "settings.ini", dataset=dataset)  # with the dataset family's overlay (ELPV)
