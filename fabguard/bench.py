@@ -14,9 +14,10 @@ import onnxruntime as ort
 import torch
 
 from .data import normalize
-from .distill import count_flops
+from .distill import count_flops, interval_sentence
 from .files import MB, sha256_file
 from .runtime import latency, ort_logits, ort_session, runner
+from .study import lock_sentence
 from .train import predict_logits, time_to_reach
 
 # %% auto #0
@@ -33,8 +34,9 @@ INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_v
 
 
 def machine_info() -> dict:
-    "CPU model, the flags that matter for inference kernels, threads and library versions."
+    "CPU model, the flags that matter for inference kernels, threads, library versions and whether they are the lock's."
     import torchvision, onnx, fabguard
+    from fabguard.study import lock_check
     cpu, flags = platform.processor() or platform.machine(), []
     if Path("/proc/cpuinfo").exists():
         info = Path("/proc/cpuinfo").read_text()
@@ -44,7 +46,8 @@ def machine_info() -> dict:
     return {"cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "python": platform.python_version(),
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "onnx": onnx.__version__,
-                         "onnxruntime": ort.__version__, "numpy": np.__version__, "fabguard": fabguard.__version__}}
+                         "onnxruntime": ort.__version__, "numpy": np.__version__, "fabguard": fabguard.__version__},
+            "lock": lock_check()}  # requirements.lock against the installed packages
 
 # %% ../nbs/04_benchmark.ipynb #e7b0125d
 RUNTIMES = {"torch": "pytorch", "onnx": "onnxruntime", "pte": "executorch"}  # a Variant's kind -> the runtime named in metrics.json
@@ -422,7 +425,7 @@ def study_steps(run_dir) -> dict:
     out = {}
     if t: out["teacher"] = {k: t.get(k) for k in ("arch", "pretrained", "best_epoch", "train_seconds", "throughput_ips", "recipe", "seconds_to")} | {"val_macro_f1": t["val"]["macro_f1"]}
     if d: out["distill"] = {k: d.get(k) for k in ("T", "alpha", "alpha_weights", "chosen_by", "goal", "seeds", "sweep", "train_seconds",
-                                                  "paired_difference", "findings", "teaching", "teacher_ablation", "workers", "recipe", "minimal_recipe")}
+                                                  "kd_vs_scratch", "resolves", "seed_list", "findings", "teaching", "teacher_ablation", "teacher_ablation_interval", "workers", "recipe", "minimal_recipe")}
     if q: out["quantize"] = {k: q.get(k) for k in ("params", "students", "parity", "int8_table", "failed", "chosen", "rule", "shipped", "best_int8",
                                                    "goal", "profile_us", "profile_summary")} | {
         "sensitivity": {s: rows[:10] for s, rows in q.get("sensitivity", {}).items()}}  # each student's ten worst nodes
@@ -468,10 +471,14 @@ def _steps_md(st:dict) -> list:
             lines += ["| T | alpha | val macro-F1 |", "|---|---|---|"] + [f"| {r['T']:g} | {r['alpha']:g} | {r['val_macro_f1']:.3f} |" for r in d["sweep"]]
             lines += ["", "![T x alpha](figures/02_kd_sweep.png)", ""]
         if d.get("teacher_ablation"):
-            lines += ["A teacher fit to teach: the same teacher trained with and without label smoothing, and the seed student distilled from each.", "",
-                      "| teacher label smoothing | teacher test macro-F1 | student test macro-F1 | soft-target entropy at T | the study's teacher |",
-                      "|---|---|---|---|---|"] + [f"| {r['teacher_label_smoothing']:g} | {r['teacher_test_macro_f1']:.3f} | {r['student_test_macro_f1']:.3f} | "
-                                                f"{r['soft_target_entropy']:.2f} | {'yes' if r['study_teacher'] else 'no'} |" for r in d["teacher_ablation"]] + [""]
+            ai = d.get("teacher_ablation_interval")
+            lines += ["A teacher fit to teach: the same teacher trained with and without label smoothing, and the seed student distilled from each "
+                      "on every seed of the pair (student macro-F1: the mean over those runs).", "",
+                      "| teacher label smoothing | teacher test macro-F1 | student test macro-F1 | runs | soft-target entropy at T | the study's teacher |",
+                      "|---|---|---|---|---|---|"] + [f"| {r['teacher_label_smoothing']:g} | {r['teacher_test_macro_f1']:.3f} | {r['student_test_macro_f1']:.3f} | "
+                                                f"{r.get('n_runs', 1)} | {r['soft_target_entropy']:.2f} | {'yes' if r['study_teacher'] else 'no'} |" for r in d["teacher_ablation"]]
+            lines += ["", interval_sentence(ai, "students of the study's teacher minus students of the ablation teacher", "the study's teacher taught better",
+                                            "the ablation teacher taught better"), ""] if ai else [""]
     if "quantize" in st:
         q = st["quantize"]; g = q["goal"]; yes = lambda b: "met" if b else "not met"
         lines += ["## Quantization (ONNX Runtime, static INT8)", "", _parity_md(q["parity"]), "",
@@ -527,6 +534,8 @@ def _steps_md(st:dict) -> list:
 def answers(metrics:dict) -> list[str]:
     "The study's answers in sentences, written from `metrics.json`'s numbers (what REPORT.md opens with)."
     m, st, out = metrics["models"], metrics.get("steps", {}), []
+    lk = metrics.get("env", {}).get("lock")
+    if lk and lk.get("matches") is not True: out.append("**Environment.** " + lock_sentence(lk))  # first: every number below depends on it
     p50 = lambda n: m[n]["latency_ms"]["b1_t1"]["p50"]
     if "teacher_torch" in m:
         t = st.get("teacher", {}); rec = t.get("recipe", {}).get("name", "?")
@@ -659,7 +668,8 @@ def write_report(metrics:dict, report_dir) -> Path:
                   "![Samples](figures/samples.jpg)", ""]
     lines += ["## Environment", "", f"- CPU: {env['cpu']} ({env['cores']} cores); flags: {', '.join(env['cpu_flags']) or 'none recorded'}",
               f"- Threads: {env['threads']} (latency measured at 1 and 2)",
-              "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), "",
+              "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+              *([f"- Lock: {lock_sentence(env['lock'])}"] if "lock" in env else []), "",
               "The executed notebooks, with every intermediate result and figure, are in `executed/` (Jupyter notebooks; GitHub renders them).", ""]
     md = "\n".join(lines)
     (report_dir / "REPORT.md").write_text(md)

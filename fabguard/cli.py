@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dir", type=Path); c.add_argument("--good-class", default=None, metavar="NAME", help=good_help)
     c.set_defaults(func=_data_check)
     st = sub.add_parser("study", help="re-execute the study notebooks with papermill and regenerate the report")
-    st.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
+    st.add_argument("--profile", default="quick", choices=["smoke", "quick", "seeds", "seeds_rerun", "full"])
     st.add_argument("--dataset", default="synthetic", help="synthetic | elpv2 | elpv4 | a dataset folder")
     st.add_argument("--force", action="store_true", help="rerun steps whose inputs are unchanged")
     st.add_argument("--good-class", default=None, metavar="NAME", help=good_help)
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run-dir", required=True, type=Path, help="run directory made by 00_data (manifest.json, cache/); checkpoints go there")
     tr.add_argument("--model", required=True, choices=["teacher", "students"],
                     help="teacher: 01's EfficientNet-B0; students: every student of 02 (from teacher.pt, once 01 has evaluated it)")
-    tr.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"], help="the parameters: a section of settings.ini")
+    tr.add_argument("--profile", default="quick", choices=["smoke", "quick", "seeds", "seeds_rerun", "full"], help="the parameters: a section of settings.ini")
     tr.add_argument("--settings", type=Path, default=None, help="settings file (default: the checkout's settings.ini)")
     tr.add_argument("--device", default=None, help="cpu | cuda (default: CUDA when available; under torchrun, one GPU per process)")
     tr.set_defaults(func=_train)

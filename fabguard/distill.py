@@ -22,8 +22,8 @@ from .train import (CELoss, compute_metrics, dist_info, fit, gather_rows, get_re
 
 # %% auto #0
 __all__ = ['KD_SWEEP', 'kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'study_students',
-           'soft_entropy', 'teacher_ablation', 'macro_f1', 'paired_difference', 'distill_findings', 'count_flops',
-           'compare', 'plot_comparison']
+           'soft_entropy', 'teacher_ablation', 'macro_f1', 'run_interval', 'verdict', 'resolvable', 'runs_needed',
+           'interval_sentence', 'distill_findings', 'count_flops', 'compare', 'plot_comparison', 'plot_runs']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -130,10 +130,11 @@ def study_students(scan, # the run's `DatasetScan`
                    teacher:nn.Module, teacher_meta:dict, # `load_checkpoint(run_dir / "teacher.pt")`
                    T:float=4.0, alpha:float=0.7, # used unless the sweep chooses
                    kd_sweep:bool=False, # first distil with every T and alpha of `kd_grid`; the pair uses the best on validation
-                   kd_seeds:int=1, # seeds of the distilled / scratch pair: seed, seed + 1, ...
+                   kd_seeds:int=1, # training runs of the distilled / scratch pair: seeds first_seed, first_seed + 1, ...
+                   first_seed:int|None=None, # the first pair's seed, which also draws the views (None: `seed`)
                    kd_views:int=0, # fixed augmented views scored once by the teacher (0: the teacher runs online)
                    seed:int=0, epochs:int=10, batch_size:int=64, patience:int=5, recipe="budget",
-                   minimal_epochs:int|None=None, # the minimalistic student's epochs (None: `epochs`): the deployment candidate may get more
+                   minimal_epochs:int|None=None, # the minimalistic student's epochs (None: `epochs`; 0: not trained): the deployment candidate may get more
                    lr:float|None=None, # the students' peak learning rate (None: the recipe's)
                    augment:Augment=SEED_AUGMENT, # the training augmentation (of the views too)
                    workers:int=1, # students at once (`train_students`); 1 when the teacher runs online or under torchrun
@@ -148,9 +149,9 @@ def study_students(scan, # the run's `DatasetScan`
                   recipe=dict(get_recipe(recipe), **({"lr": lr} if lr else {})), **fit_kw)
     init_distributed(fit_kw.get("device"))  # under torchrun, join the process group first (as `fit` does)
     workers = workers if kd_views and dist_info()[1] == 1 else 1  # an online teacher, or DDP: one student after another here
-    t0, views = time.perf_counter(), None
+    t0, views, first = time.perf_counter(), None, seed if first_seed is None else first_seed
     if kd_views:  # several processes score their share of the views
-        views = make_views(data["train"][0], kd_views, augment=augment, seed=seed)
+        views = make_views(data["train"][0], kd_views, augment=augment, seed=first)
         cached = gather_rows(lambda v: view_logits(teacher, v, teacher_meta["mean"], teacher_meta["std"], teacher_batch_size), views)
         kd_src, sc_src = dict(views=(views, cached)), dict(views=(views, None))
     else: kd_src, sc_src = dict(teacher=teacher), {}
@@ -162,16 +163,17 @@ def study_students(scan, # the run's `DatasetScan`
         sweep = [{"T": j["kw"]["T"], "alpha": j["kw"]["alpha"], "val_macro_f1": done[j["name"]][1]["best_val_macro_f1"]} for j in grid]
         best = max(sweep, key=lambda r: r["val_macro_f1"]); T, alpha = best["T"], best["alpha"]
     jobs = [{"name": "student_minimal", "ckpt": run_dir / "student_minimal.pt",  # the INT8-friendly student (03), distilled alike; first: the longest
-             "kw": dict(T=T, alpha=alpha, seed=seed, arch="mobilenet_v3_small_minimal", **kd_src, **dict(fit_kw, epochs=minimal_epochs or epochs))}]
-    for s_ in range(seed, seed + kd_seeds):
+             "kw": dict(T=T, alpha=alpha, seed=seed, arch="mobilenet_v3_small_minimal", **kd_src,
+                        **dict(fit_kw, epochs=epochs if minimal_epochs is None else minimal_epochs))}][:1 if minimal_epochs != 0 else 0]
+    for s_ in range(first, first + kd_seeds):
         for k, src in (("student_kd", kd_src), ("student_scratch", sc_src)):
-            ck = run_dir / (("student.pt" if k == "student_kd" else "student_scratch.pt") if s_ == seed else f"seeds/{k}_seed{s_}.pt")
+            ck = run_dir / (("student.pt" if k == "student_kd" else "student_scratch.pt") if s_ == first else f"seeds/{k}_seed{s_}.pt")
             jobs.append({"name": f"{k} seed {s_}", "ckpt": ck, "kw": dict(T=T, alpha=alpha, seed=s_, **src, **fit_kw)})
     done = train_students(data, meta, jobs, workers, progress)
     students = {"student_kd": [], "student_scratch": [], "student_minimal": []}
     for j in jobs: students[j["name"].split(" seed ")[0]].append(done[j["name"]])
     return dict(students=students, # name -> [(student with its best weights, `fit`'s history)], one per seed
-                T=T, alpha=alpha, sweep=sweep, meta=meta, fit_kw=fit_kw, views=views, teaching_s=teaching_s, workers=workers)
+                seeds=list(range(first, first + kd_seeds)), T=T, alpha=alpha, sweep=sweep, meta=meta, fit_kw=fit_kw, views=views, teaching_s=teaching_s, workers=workers)
 
 
 # %% ../nbs/02_distill.ipynb #d749c260
@@ -199,30 +201,89 @@ def macro_f1(y:np.ndarray, pred:np.ndarray, n_classes:int) -> float:
     return float(np.mean(2 * np.diag(cm) / np.maximum(cm.sum(0) + cm.sum(1), 1)))
 
 
-def paired_difference(y, preds_a:list, preds_b:list, # per seed: predicted labels of model A and of model B on the same images
-                      n_classes:int, n_resamples:int=2000, level:float=0.95, seed:int=0) -> dict:
-    "Mean over seeds of macro-F1(A) - macro-F1(B), with a paired bootstrap interval over the images."
-    from scipy.stats import bootstrap
-    y, A, B = np.asarray(y), np.asarray(preds_a), np.asarray(preds_b)
-    stat = lambda i: np.mean([macro_f1(y[i], a[i], n_classes) - macro_f1(y[i], b[i], n_classes) for a, b in zip(A, B)])
-    ci = bootstrap((np.arange(len(y)),), stat, vectorized=False, n_resamples=n_resamples, confidence_level=level,
-                   method="percentile", random_state=seed).confidence_interval
-    return {"mean": float(stat(np.arange(len(y)))), "ci_low": float(ci.low), "ci_high": float(ci.high), "level": level,
-            "n_images": int(len(y)), "n_seeds": int(len(A))}
+def run_interval(y, # test labels, N
+                 preds_a:list, # per training run (seed): model A's predicted labels on the N test images
+                 preds_b:list|None=None, # per run: model B's (None: an interval for A's metric alone)
+                 n_classes:int|None=None, # of the labels (None: from the data)
+                 paired:bool=True, # run i of A and run i of B share seed i: draw them as one
+                 n_resamples:int=2000, level:float=0.95, seed:int=0,
+                 metric=None, # (y, pred) -> float; None: macro-F1
+                ) -> dict:
+    "Mean over runs of metric(A) - metric(B), with a two-level bootstrap interval: training runs crossed with test images."
+    y, A = np.asarray(y), np.asarray(preds_a); B = None if preds_b is None else np.asarray(preds_b)
+    for name, P in (("preds_a", A), ("preds_b", B)):
+        if P is not None and (P.ndim != 2 or P.shape[1] != len(y) or len(P) < 1):
+            raise ValueError(f"run_interval: {name} has shape {P.shape}, not runs x {len(y)} test images")
+    paired = paired and B is not None
+    if paired and len(A) != len(B): raise ValueError(f"run_interval: paired runs need as many of A ({len(A)}) as of B ({len(B)})")
+    k = n_classes or int(max(y.max(), A.max(), -1 if B is None else B.max()) + 1)
+    metric = metric or (lambda yy, pp: macro_f1(yy, pp, k))
+    na, nb = len(A), 0 if B is None else len(B)
+    def stat(ra, rb, i):  # the mean over the drawn runs, scored on the drawn images
+        a = np.mean([metric(y[i], A[r][i]) for r in ra])
+        return a if B is None else a - np.mean([metric(y[i], B[r][i]) for r in rb])
+    rng, every = np.random.default_rng(seed), np.arange(len(y)); runs_draws, image_draws = np.empty(n_resamples), np.empty(n_resamples)
+    for j in range(n_resamples):
+        ra = rng.integers(0, na, na); rb = ra if paired else rng.integers(0, max(nb, 1), nb); i = rng.integers(0, len(y), len(y))
+        runs_draws[j], image_draws[j] = stat(ra, rb, i), stat(range(na), range(nb), i)  # both levels; the images alone
+    q = [(1 - level) / 2, (1 + level) / 2]; (lo, hi), (ilo, ihi) = np.quantile(runs_draws, q), np.quantile(image_draws, q)
+    score = lambda P: [metric(y, p) for p in P]
+    per_run = np.subtract(score(A), score(B)) if paired else np.asarray(score(A)) if B is None else None
+    return {"mean": float(stat(range(na), range(nb), every)), "ci_low": float(lo), "ci_high": float(hi), "level": level,
+            "n_runs": int(na), "n_runs_b": int(nb), "paired": paired, "n_images": int(len(y)),
+            "per_run": None if per_run is None else [float(v) for v in per_run],  # the paired differences (or A's scores), run by run
+            "run_std": float(np.std(per_run, ddof=1)) if per_run is not None and na > 1 else None,
+            "images_only": [float(ilo), float(ihi)]}  # the interval with the runs held fixed: what a test-image bootstrap says
 
+
+def verdict(d:dict, # a `run_interval` result
+            helped:str="helped", hurt:str="hurt") -> str:
+    "helped / hurt when the run-level interval excludes zero, else cannot tell."
+    return helped if d["ci_low"] > 0 else hurt if d["ci_high"] < 0 else "cannot tell"
+
+
+def resolvable(d:dict, # a paired `run_interval` result with at least 2 runs
+               n_runs:int|None=None, # runs to project to (None: the ones it had)
+              ) -> float:
+    "Half-width of the run-level interval with `n_runs` runs: the smallest difference that many runs can tell from zero."
+    from scipy.stats import norm
+    z = norm.ppf((1 + d["level"]) / 2); s = d["run_std"] or 0.0
+    img = (d["images_only"][1] - d["images_only"][0]) / (2 * z)  # the test set's own standard error
+    return float(z * np.sqrt(s ** 2 / (n_runs or d["n_runs"]) + img ** 2))
+
+
+def runs_needed(d:dict, target:float=0.01, most:int=1000) -> int|None:
+    "The fewest runs whose interval resolves `target` (None: the test set alone is too small for it)."
+    return next((n for n in range(2, most + 1) if resolvable(d, n) <= target), None)
 
 # %% ../nbs/02_distill.ipynb #cf0ba6e6
+def interval_sentence(d:dict, # a paired `run_interval` result
+                      what:str="distilled minus scratch", # the difference, as the sentence names it
+                      helped:str="distillation helped", hurt:str="distillation hurt", metric:str="macro-F1") -> str:
+    "The difference, its run-level interval, what it says and what it could resolve: helped/hurt only when the interval excludes zero."
+    pct, n = int(round(d["level"] * 100)), d["n_runs"]
+    s = f"{what[0].upper() + what[1:]}: {d['mean']:+.3f} {metric}"
+    if n < 2:
+        return (s + f" from one training run ({pct}% interval over the {d['n_images']} test images alone: {d['ci_low']:+.3f} to {d['ci_high']:+.3f}); "
+                "one run cannot tell what the recipe does, only what this run did.")
+    v = verdict(d)
+    say = {"helped": f"{helped}: the run-level interval lies above zero", "hurt": f"{hurt}: the run-level interval lies below zero",
+           "cannot tell": "these runs cannot tell the two apart: the interval contains zero"}[v]
+    need = runs_needed(d, 0.01)
+    return (s + f" over {n} {'paired ' if d['paired'] else ''}training runs, {pct}% interval {d['ci_low']:+.3f} to {d['ci_high']:+.3f} "
+            f"(two-level bootstrap: runs, then the {d['n_images']} test images); {say}. Its runs differ by {d['run_std']:.3f} (std), so {n} runs "
+            f"resolve a difference beyond {resolvable(d):.3f} and 10 beyond {resolvable(d, 10):.3f}; "
+            + (f"a 1-point difference needs about {need} runs." if need else "no number of runs resolves a 1-point difference on this test set."))
+
+
 def distill_findings(s:dict) -> list[str]:
-    "Sentences that read the distillation result from its numbers (`s`: the study's `distill_metrics.json`)."
-    kd, sc, d, t = s["seeds"]["student_kd"], s["seeds"]["student_scratch"], s["paired_difference"], s["teacher_test_macro_f1"]
-    n, pct = len(kd["macro_f1"]), int(round(d["level"] * 100))
-    out = [f"Over {n} seed{'s' if n > 1 else ''}, the distilled student scored {kd['mean']:.3f} test macro-F1 (std {kd['std']:.3f}) and the "
-           f"student trained without the teacher {sc['mean']:.3f} (std {sc['std']:.3f}); the teacher scored {t:.3f}."]
-    verdict = ("distillation helped: the interval lies above zero" if d["ci_low"] > 0 else
-               "distillation hurt: the interval lies below zero" if d["ci_high"] < 0 else
-               "these test images cannot tell the two apart: the interval contains zero")
-    out.append(f"Distilled minus scratch: {d['mean']:+.3f} macro-F1, paired bootstrap {pct}% interval {d['ci_low']:+.3f} to "
-               f"{d['ci_high']:+.3f} over {d['n_images']} test images; {verdict}.")
+    "Sentences that read the distillation result from its numbers (`s`: the study's `distill_metrics.json` stats)."
+    kd, sc, d, t = s["seeds"]["student_kd"], s["seeds"]["student_scratch"], s["kd_vs_scratch"], s["teacher_test_macro_f1"]
+    n, seeds = len(kd["macro_f1"]), s.get("seed_list") or []
+    out = [f"Over {n} seed{'s' if n > 1 else ''}{f' ({seeds[0]}-{seeds[-1]})' if len(seeds) > 1 else ''}, the distilled student scored "
+           f"{kd['mean']:.3f} test macro-F1 (std {kd['std']:.3f}) and the student trained without the teacher {sc['mean']:.3f} "
+           f"(std {sc['std']:.3f}); the teacher scored {t:.3f}."]
+    out.append(interval_sentence(d))
     gap = t - kd["mean"]
     out.append(f"The distilled student is {abs(gap):.3f} {'below' if gap >= 0 else 'above'} the teacher "
                f"({'within' if gap <= 0.02 else 'not within'} the 2-point goal).")
@@ -234,7 +295,6 @@ def distill_findings(s:dict) -> list[str]:
     out.append(f"Top-1 agreement with the teacher: distilled {a['student_kd']:.3f}, scratch {a['student_scratch']:.3f}. The teacher's "
                f"soft targets at T = {s['T']:g} carry {s['soft_target_entropy']:.2f} of the maximum entropy (0: one-hot, 1: uniform).")
     return out
-
 
 # %% ../nbs/02_distill.ipynb #4803320f
 def count_flops(model:nn.Module, img_size:int) -> int:
@@ -270,3 +330,20 @@ def plot_comparison(cmp:dict, title:str=""):
         axs[1].bar(xs + (j - 0.5) * 0.4, [cmp[n][k] / 1e6 for n in names], 0.4, label=f"{k} (M)")
     axs[1].set_xticks(xs, names); axs[1].set_yscale("log"); axs[1].legend(fontsize=7); axs[1].set_title("size and cost (log)")
     fig.suptitle(title); fig.tight_layout(); return fig
+
+# %% ../nbs/02_distill.ipynb #839928bc
+def plot_runs(stats:dict, # 02's stats: "seeds" (per model, macro_f1 per run), "seed_list", "kd_vs_scratch"
+             ):
+    "Per-seed test macro-F1 of both students, and the difference with its run-level and test-images-only intervals."
+    import matplotlib.pyplot as plt
+    kd, sc, d = stats["seeds"]["student_kd"]["macro_f1"], stats["seeds"]["student_scratch"]["macro_f1"], stats["kd_vs_scratch"]
+    fig, axs = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw=dict(width_ratios=[3, 2]))
+    for j, (a, b) in enumerate(zip(sc, kd)): axs[0].plot([0, 1], [a, b], "-o", color="tab:green" if b > a else "tab:red", alpha=0.7)
+    axs[0].set_xticks([0, 1], ["scratch", "distilled"]); axs[0].set_ylabel("test macro-F1")
+    axs[0].set_title(f"{len(kd)} seeds ({', '.join(map(str, stats.get('seed_list') or range(len(kd))))})")
+    for y_, (lo, hi), lab in ((1, (d["ci_low"], d["ci_high"]), f"runs and images ({d['n_runs']} runs)"), (0, tuple(d["images_only"]), "test images only")):
+        axs[1].errorbar([d["mean"]], [y_], xerr=[[d["mean"] - lo], [hi - d["mean"]]], fmt="o", capsize=5)
+        axs[1].text(d["mean"], y_ + 0.18, lab, ha="center", fontsize=8)
+    if d.get("per_run"): axs[1].plot(d["per_run"], [1.45] * len(d["per_run"]), "k|", ms=10, label="each run")
+    axs[1].axvline(0, color="k", lw=0.8); axs[1].set_yticks([]); axs[1].set_ylim(-0.6, 1.9); axs[1].legend(fontsize=7, loc="lower right")
+    axs[1].set_title(f"distilled - scratch, {int(round(d['level'] * 100))}% intervals"); fig.tight_layout(); return fig

@@ -16,7 +16,7 @@ __all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'dataset_f
            'lock_sentence', 'folder_fingerprint', 'step_stamp', 'StudyError', 'squash_progress', 'run_study']
 
 # %% ../nbs/06_study.ipynb #5191c9b3
-PROFILES = ("smoke", "quick", "full")
+PROFILES = ("smoke", "quick", "seeds", "seeds_rerun", "full")
 STUDY_NOTEBOOKS = ("00_data", "01_teacher", "02_distill", "03_quantize", "03a_prune", "03c_edge", "04_benchmark", "04a_gallery")  # executed in this order by `fabguard study`
 RUNNER_KEYS = ("dataset", "profile", "run_dir", "report_dir", "good_class")  # set by the runner, not by profiles
 
@@ -42,16 +42,21 @@ def load_profile(profile:str, # smoke | quick | full
                  settings=None, # path of settings.ini (default: the checkout's)
                  dataset:str|None=None, # with 'elpv2' or 'elpv4', the profile's [<profile>.elpv] overlay applies on top
                 ) -> dict:
-    "The parameters of `profile`: its section of settings.ini over [DEFAULT], then the dataset family's overlay section, as Python values."
+    "The parameters of `profile`: [DEFAULT], its `base` profile's section if it names one, its own, then the dataset family's overlay; Python values."
     cp = configparser.ConfigParser(interpolation=None)
     path = Path(settings) if settings else repo_root() / "settings.ini"
     if not cp.read(path): raise FileNotFoundError(f"{path}: settings file not found")
     if "." in profile or not cp.has_section(profile):
         raise ValueError(f"profile={profile!r}: not in {path} (choose from {[s for s in cp.sections() if '.' not in s]})")
-    out = {k: _literal(v) for k, v in cp[profile].items()}
+    out, chain = {}, [profile]
+    while "base" in cp[chain[-1]]:  # a profile may name a `base` profile whose values it changes (only the keys it names)
+        b = _literal(cp[chain[-1]]["base"])
+        if b in chain or not cp.has_section(b) or "." in b: raise ValueError(f"profile={chain[-1]!r}: base={b!r} is not another profile of {path}")
+        chain.append(b)
+    own = configparser.ConfigParser(interpolation=None, default_section="profiles name their own keys"); own.read(path)
+    for name in reversed(chain): out.update({k: _literal(v) for k, v in (cp if name == chain[-1] else own)[name].items() if k != "base"})
     overlay = f"{profile}.{dataset_family(dataset)}"
     if dataset_family(dataset) and cp.has_section(overlay):
-        own = configparser.ConfigParser(interpolation=None, default_section="overlays have no defaults"); own.read(path)
         out.update({k: _literal(v) for k, v in own[overlay].items()})  # only the keys the overlay names itself
     return out
 

@@ -52,7 +52,10 @@ def test_smoke_study_synthetic(tmp_path):
     assert set(m["models"]) >= {"teacher_torch", "teacher_onnx", "student_onnx", "student_int8", "student_scratch_torch", "student_pruned_torch"}
     st = m["steps"]
     assert st["teacher"]["recipe"]["name"] == "budget" and "0.8" in st["teacher"]["seconds_to"]
-    assert st["distill"]["findings"] and st["distill"]["paired_difference"]["n_seeds"] == 1
+    assert st["distill"]["findings"] and st["distill"]["kd_vs_scratch"]["n_runs"] == 1
+    assert "one run cannot tell" in st["distill"]["findings"][1]  # one run never says helped or hurt
+    assert json.loads((rep / "distill_runs.json").read_text())["verdict"] == "one run"
+    assert m["env"]["lock"]["matches"] is True, m["env"]["lock"]["differs"]  # `make install` installed exactly requirements.lock
     assert set(st["time_to_accuracy"]) == {"teacher", "student_kd", "student_scratch", "student_minimal"} and "pruning" in st
     run = tmp_path / "artifacts" / "synthetic-smoke"
     pipe = json.loads((run / "data_metrics.json").read_text())["pipeline"]
