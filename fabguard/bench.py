@@ -22,11 +22,12 @@ from .train import predict_logits, time_to_reach
 
 # %% auto #0
 __all__ = ['INTERESTING_FLAGS', 'RUNTIMES', 'TORCH_VARIANTS', 'OPTIONAL_VARIANTS', 'SPEEDUP_PAIRS', 'INT8_GOALS',
-           'ELPV_REFERENCES', 'ELPV_TASKS', 'machine_info', 'Variant', 'load_variants', 'accuracy_ci',
+           'ELPV_REFERENCES', 'ELPV_TASKS', 'ARCH_NAMES', 'machine_info', 'Variant', 'load_variants', 'accuracy_ci',
            'latency_targets', 'benchmark', 'plot_pareto', 'p50_at', 'other_sizes', 'speedups', 'headline_table',
            'latency_table', 'int8_goals', 'ci_verdict', 'elpv_levels', 'elpv_comparison', 'mcnemar_sentence',
-           'paper_comparison', 'sure_accuracy', 'level_sentence', 'study_steps', 'answers', 'resumed_steps',
-           'from_scratch_seconds', 'resumed_sentence', 'write_report', 'runtime_ranking', 'runtime_sentence']
+           'paper_comparison', 'sure_accuracy', 'level_sentence', 'study_steps', 'arch_name', 'answers',
+           'resumed_steps', 'from_scratch_seconds', 'resumed_sentence', 'write_report', 'runtime_ranking',
+           'runtime_sentence']
 
 # %% ../nbs/04_benchmark.ipynb #12c05dc3
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -427,7 +428,7 @@ def study_steps(run_dir) -> dict:
     if d: out["distill"] = {k: d.get(k) for k in ("T", "alpha", "alpha_weights", "chosen_by", "goal", "seeds", "sweep", "train_seconds",
                                                   "kd_vs_scratch", "resolves", "seed_list", "findings", "teaching", "teacher_ablation", "teacher_ablation_interval", "workers", "recipe", "minimal_recipe")}
     if q: out["quantize"] = {k: q.get(k) for k in ("params", "students", "parity", "int8_table", "failed", "chosen", "rule", "shipped", "best_int8",
-                                                   "goal", "profile_us", "profile_summary")} | {
+                                                   "goal", "profile_us", "profile_summary", "calibration_draws")} | {
         "sensitivity": {s: rows[:10] for s, rows in q.get("sensitivity", {}).items()}}  # each student's ten worst nodes
     if pr: out["pruning"] = pr
     if t and d:  # validation macro-F1 against training seconds, for the teacher and every student
@@ -502,6 +503,7 @@ def _steps_md(st:dict) -> list:
         lines += ["", f"In 03's run: {g['int8_mb']:.2f} MB (goal at most {q['params']['max_int8_mb']:g} MB: {yes(g['int8_mb_ok'])}), test macro-F1 "
                   f"{-g['f1_drop_test']:+.3f} against the FP32 seed student ({yes(g['f1_ok'])}), {g['speedup_vs_student_fp32']:.2f}x its FP32 ONNX "
                   f"(goal {g['speedup_goal']:g}x: {yes(g['speedup_ok'])})."]
+        if q.get("calibration_draws"): lines += ["", q["calibration_draws"]["sentence"]]
         if q["failed"]: lines += ["", "Failed configurations: " + "; ".join(f"{k}: {v}" for k, v in q["failed"].items())]
         prof = q["profile_us"]
         if prof:
@@ -531,6 +533,11 @@ def _steps_md(st:dict) -> list:
     return lines
 
 
+ARCH_NAMES = {"efficientnet_b0": "EfficientNet-B0", "efficientnet_lite0": "EfficientNet-Lite0", "mobilenet_v3_small": "MobileNetV3-Small",
+              "mobilenet_v3_small_minimal": "MobileNetV3-Small minimal"}
+def arch_name(arch) -> str: return ARCH_NAMES.get(arch, arch or "the teacher")
+
+
 def answers(metrics:dict) -> list[str]:
     "The study's answers in sentences, written from `metrics.json`'s numbers (what REPORT.md opens with)."
     m, st, out = metrics["models"], metrics.get("steps", {}), []
@@ -539,7 +546,7 @@ def answers(metrics:dict) -> list[str]:
     p50 = lambda n: m[n]["latency_ms"]["b1_t1"]["p50"]
     if "teacher_torch" in m:
         t = st.get("teacher", {}); rec = t.get("recipe", {}).get("name", "?")
-        out.append(f"**Teacher.** EfficientNet-B0 ({'ImageNet weights' if t.get('pretrained') else 'from scratch'}, recipe `{rec}`, "
+        out.append(f"**Teacher.** {arch_name(t.get('arch'))} ({'ImageNet weights' if t.get('pretrained') else 'from scratch'}, recipe `{rec}`, "
                    f"{t.get('train_seconds', 0):.0f} s of training) scores {m['teacher_torch']['macro_f1']:.3f} test macro-F1 "
                    f"({m['teacher_torch']['accuracy']:.1%} accuracy).")
     if {"teacher_torch", "student_torch"} <= set(m):
@@ -565,7 +572,7 @@ def answers(metrics:dict) -> list[str]:
         x = lambda v: "-" if v is None else f"{v:.2f}x"
         out.append(f"**Goals.** The shipped INT8 student (`{g['shipped']}` on {g['runtime']}) at most {gl['max_mb']:g} MB: {g['int8_mb']:.2f} MB, "
                    f"{yes(g['int8_mb_ok'])}; at least {gl['vs_student_onnx']:g}x the FP32 MobileNetV3-Small ONNX at {g['img_size']} px: "
-                   f"{x(g['vs_student_onnx'])}, {yes(g['vs_student_onnx_ok'])}; at least {gl['vs_teacher_fastest']:g}x the FP32 EfficientNet-B0 on its "
+                   f"{x(g['vs_student_onnx'])}, {yes(g['vs_student_onnx_ok'])}; at least {gl['vs_teacher_fastest']:g}x the FP32 {arch_name(st.get('teacher', {}).get('arch'))} on its "
                    f"fastest runtime ({g['teacher']}) at {g['deploy_px']} px: {x(g['vs_teacher_fastest'])}, {yes(g['vs_teacher_fastest_ok'])} "
                    "(p50, batch 1, 1 thread, one interleaved run).")
     if metrics.get("runtimes"): out.append("**Runtimes.** " + runtime_sentence(metrics["runtimes"]))

@@ -21,9 +21,10 @@ from .train import (CELoss, compute_metrics, dist_info, fit, gather_rows, get_re
     n_params, predict_logits, recipe_model, seed_everything)
 
 # %% auto #0
-__all__ = ['KD_SWEEP', 'kd_loss', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students', 'study_students',
-           'soft_entropy', 'teacher_ablation', 'macro_f1', 'run_interval', 'verdict', 'resolvable', 'runs_needed',
-           'interval_sentence', 'distill_findings', 'count_flops', 'compare', 'plot_comparison', 'plot_runs']
+__all__ = ['KD_SWEEP', 'kd_loss', 'Renormalized', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students',
+           'study_students', 'soft_entropy', 'teacher_ablation', 'macro_f1', 'run_interval', 'verdict', 'resolvable',
+           'runs_needed', 'interval_sentence', 'distill_findings', 'count_flops', 'compare', 'plot_comparison',
+           'plot_runs']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -36,6 +37,16 @@ def kd_loss(s:torch.Tensor, # student logits N x C
     "alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)."
     kl = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t.float() / T, 1), reduction="batchmean", log_target=True)
     return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(s, y, label_smoothing=label_smoothing)
+
+
+class Renormalized(nn.Module):
+    "A teacher that takes the student's normalized input: undo the student's normalization, apply the teacher's own."
+    def __init__(self, teacher:nn.Module, mean, std, # the teacher's normalization (its checkpoint's)
+                 student_mean=IMAGENET_MEAN, student_std=IMAGENET_STD):
+        super().__init__(); self.teacher = teacher
+        v = lambda a: torch.tensor(a, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", v(student_std) / v(std)); self.register_buffer("shift", (v(student_mean) - v(mean)) / v(std))
+    def forward(self, x): return self.teacher(x * self.scale + self.shift)
 
 
 class KDLoss(nn.Module):
@@ -154,7 +165,10 @@ def study_students(scan, # the run's `DatasetScan`
         views = make_views(data["train"][0], kd_views, augment=augment, seed=first)
         cached = gather_rows(lambda v: view_logits(teacher, v, teacher_meta["mean"], teacher_meta["std"], teacher_batch_size), views)
         kd_src, sc_src = dict(views=(views, cached)), dict(views=(views, None))
-    else: kd_src, sc_src = dict(teacher=teacher), {}
+    else:
+        same = np.allclose(teacher_meta["mean"], IMAGENET_MEAN) and np.allclose(teacher_meta["std"], IMAGENET_STD)
+        online = teacher if same else Renormalized(teacher, teacher_meta["mean"], teacher_meta["std"])  # the teacher's own normalization
+        kd_src, sc_src = dict(teacher=online), {}
     teaching_s, sweep = time.perf_counter() - t0, []
     if kd_sweep:
         grid = [{"name": f"T={T_:g} alpha={a_:g}", "ckpt": run_dir / "sweep" / f"student_T{T_:g}_a{a_:g}.pt",
@@ -188,7 +202,7 @@ def teacher_ablation(data:dict, teacher_meta:dict, # the study teacher's checkpo
                      progress:bool=True) -> tuple[nn.Module, dict]:
     "A second teacher, trained like the study's (recipe, epochs, batches, seed) but with another label smoothing."
     rr = teacher_meta["recipe"]; r = dict({k: rr[k] for k in get_recipe("seed")}, label_smoothing=label_smoothing)
-    seed_everything(rr["seed"]); model = recipe_model(teacher_meta["arch"], len(teacher_meta["classes"]), r)
+    seed_everything(rr["seed"]); model = recipe_model(teacher_meta["arch"], len(teacher_meta["classes"]), r, pretrained=bool(teacher_meta.get("pretrained")))
     return model, fit(model, data, ckpt, dict(teacher_meta, recipe={}, metrics={}, epoch=0), recipe=r, epochs=rr["epochs"],
                       batch_size=rr["batch_size"], patience=rr["patience"], seed=rr["seed"], augment=augment, progress=progress,
                       desc=f"teacher, label smoothing {label_smoothing:g}")
@@ -228,7 +242,8 @@ def run_interval(y, # test labels, N
         runs_draws[j], image_draws[j] = stat(ra, rb, i), stat(range(na), range(nb), i)  # both levels; the images alone
     q = [(1 - level) / 2, (1 + level) / 2]; (lo, hi), (ilo, ihi) = np.quantile(runs_draws, q), np.quantile(image_draws, q)
     score = lambda P: [metric(y, p) for p in P]
-    per_run = np.subtract(score(A), score(B)) if paired else np.asarray(score(A)) if B is None else None
+    per_run = (np.subtract(score(A), score(B)) if paired else np.asarray(score(A)) if B is None else
+               np.asarray(score(A)) - score(B)[0] if nb == 1 else None)  # against one reference model: each run's difference
     return {"mean": float(stat(range(na), range(nb), every)), "ci_low": float(lo), "ci_high": float(hi), "level": level,
             "n_runs": int(na), "n_runs_b": int(nb), "paired": paired, "n_images": int(len(y)),
             "per_run": None if per_run is None else [float(v) for v in per_run],  # the paired differences (or A's scores), run by run
@@ -259,21 +274,24 @@ def runs_needed(d:dict, target:float=0.01, most:int=1000) -> int|None:
 # %% ../nbs/02_distill.ipynb #cf0ba6e6
 def interval_sentence(d:dict, # a paired `run_interval` result
                       what:str="distilled minus scratch", # the difference, as the sentence names it
-                      helped:str="distillation helped", hurt:str="distillation hurt", metric:str="macro-F1") -> str:
+                      helped:str="distillation helped", hurt:str="distillation hurt", metric:str="macro-F1",
+                      unit:str="training runs", # what the interval resamples besides the test images
+                     ) -> str:
     "The difference, its run-level interval, what it says and what it could resolve: helped/hurt only when the interval excludes zero."
     pct, n = int(round(d["level"] * 100)), d["n_runs"]
     s = f"{what[0].upper() + what[1:]}: {d['mean']:+.3f} {metric}"
     if n < 2:
-        return (s + f" from one training run ({pct}% interval over the {d['n_images']} test images alone: {d['ci_low']:+.3f} to {d['ci_high']:+.3f}); "
+        return (s + f" from one of its {unit} ({pct}% interval over the {d['n_images']} test images alone: {d['ci_low']:+.3f} to {d['ci_high']:+.3f}); "
                 "one run cannot tell what the recipe does, only what this run did.")
     v = verdict(d)
     say = {"helped": f"{helped}: the run-level interval lies above zero", "hurt": f"{hurt}: the run-level interval lies below zero",
            "cannot tell": "these runs cannot tell the two apart: the interval contains zero"}[v]
+    s += (f" over {n} {'paired ' if d['paired'] else ''}{unit}, {pct}% interval {d['ci_low']:+.3f} to {d['ci_high']:+.3f} "
+          f"(two-level bootstrap: the {unit} crossed with the {d['n_images']} test images); {say}.")
+    if d.get("run_std") is None: return s
     need = runs_needed(d, 0.01)
-    return (s + f" over {n} {'paired ' if d['paired'] else ''}training runs, {pct}% interval {d['ci_low']:+.3f} to {d['ci_high']:+.3f} "
-            f"(two-level bootstrap: runs, then the {d['n_images']} test images); {say}. Its runs differ by {d['run_std']:.3f} (std), so {n} runs "
-            f"resolve a difference beyond {resolvable(d):.3f} and 10 beyond {resolvable(d, 10):.3f}; "
-            + (f"a 1-point difference needs about {need} runs." if need else "no number of runs resolves a 1-point difference on this test set."))
+    return (s + f" They differ by {d['run_std']:.3f} (std), so {n} of them resolve a difference beyond {resolvable(d):.3f} and 10 beyond "
+            f"{resolvable(d, 10):.3f}; " + (f"a 1-point difference needs about {need}." if need else "no number of them resolves a 1-point difference on this test set."))
 
 
 def distill_findings(s:dict) -> list[str]:

