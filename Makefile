@@ -47,7 +47,12 @@ loadtest: install
 
 test: install
 	$(BIN)/nbdev-test --timing
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
+
+# everything `make test` runs, and the tests marked slow (nightly-style)
+test-all: install
+	$(BIN)/nbdev-test --timing
+	$(BIN)/python -m pytest -q --durations=10 -m "slow or not slow"
 
 # fails when fabguard/ is not what nbdev-export makes of the notebooks, a notebook is not clean, or pyflakes
 # finds unused imports or undefined names in the exported modules

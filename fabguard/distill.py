@@ -244,7 +244,12 @@ def run_interval(y, # test labels, N
     score = lambda P: [metric(y, p) for p in P]
     per_run = (np.subtract(score(A), score(B)) if paired else np.asarray(score(A)) if B is None else
                np.asarray(score(A)) - score(B)[0] if nb == 1 else None)  # against one reference model: each run's difference
-    return {"mean": float(stat(range(na), range(nb), every)), "ci_low": float(lo), "ci_high": float(hi), "level": level,
+    mean = float(stat(range(na), range(nb), every)); method = "two-level bootstrap"
+    if per_run is not None and na > 1:  # few runs: a percentile bootstrap of them is too narrow; never narrower than Student's t
+        from scipy.stats import t as student_t
+        half = student_t.ppf(q[1], na - 1) * np.sqrt(np.var(per_run, ddof=1) / na + np.var(image_draws, ddof=1))
+        if half > max(mean - lo, hi - mean): lo, hi, method = mean - half, mean + half, "Student t over the runs, with the test images' variance"
+    return {"mean": mean, "ci_low": float(lo), "ci_high": float(hi), "level": level, "method": method,
             "n_runs": int(na), "n_runs_b": int(nb), "paired": paired, "n_images": int(len(y)),
             "per_run": None if per_run is None else [float(v) for v in per_run],  # the paired differences (or A's scores), run by run
             "run_std": float(np.std(per_run, ddof=1)) if per_run is not None and na > 1 else None,
@@ -261,10 +266,10 @@ def resolvable(d:dict, # a paired `run_interval` result with at least 2 runs
                n_runs:int|None=None, # runs to project to (None: the ones it had)
               ) -> float:
     "Half-width of the run-level interval with `n_runs` runs: the smallest difference that many runs can tell from zero."
-    from scipy.stats import norm
-    z = norm.ppf((1 + d["level"]) / 2); s = d["run_std"] or 0.0
+    from scipy.stats import norm, t as student_t
+    n = n_runs or d["n_runs"]; z = norm.ppf((1 + d["level"]) / 2); s = d["run_std"] or 0.0
     img = (d["images_only"][1] - d["images_only"][0]) / (2 * z)  # the test set's own standard error
-    return float(z * np.sqrt(s ** 2 / (n_runs or d["n_runs"]) + img ** 2))
+    return float(student_t.ppf((1 + d["level"]) / 2, max(n - 1, 1)) * np.sqrt(s ** 2 / n + img ** 2))
 
 
 def runs_needed(d:dict, target:float=0.01, most:int=1000) -> int|None:
