@@ -137,6 +137,7 @@ def test_two_processes_train_as_one_with_batchnorm_per_share(smoke, two, tmp_pat
     assert [r["lr"] for r in plain] == [r["lr"] for r in ddp]  # the same steps
 
 
+@pytest.mark.slow  # resume after a kill is test_train's (one process); two processes training as one stay below
 def test_resume_after_a_rank_is_killed(smoke, two, tmp_path):
     script = _write_script(tmp_path)
     p = torchrun(script, smoke[0], tmp_path / "m.pt", 4)  # 3 batches an epoch: rank 1 dies in epoch 2

@@ -44,6 +44,7 @@ def test_engine_pte_matches_onnx(pte_engine, engine):
     assert "executorch" in repr(pte_engine)
 
 
+@pytest.mark.slow  # the smoke study's 03c exports and scores an INT8 .pte of its student; the FP32 .pte is served below
 def test_int8_pte(pte_engine, engine, tmp_path):
     "The INT8 program (PT2E, XNNPACK's quantizer) serves like the FP32 one, and keeps its labels as well as ONNX Runtime's INT8 of the same net."
     q = Engine(make_test_pte(tmp_path / "student_int8_test.pte", variant="student_int8_test", int8=True), threads=1)

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -13,6 +14,7 @@ from fabguard.study import run_study
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the same study as test_smoke_study_synthetic on a user's folder; its folder handling is test_profiles' and test_data's
 def test_study_on_own_folder(tmp_path):
     rng = np.random.default_rng(0)
     for ci, c in enumerate(["scratch", "clean", "stain"]):
