@@ -291,8 +291,9 @@ def interval_sentence(d:dict, # a paired `run_interval` result
     v = verdict(d)
     say = {"helped": f"{helped}: the run-level interval lies above zero", "hurt": f"{hurt}: the run-level interval lies below zero",
            "cannot tell": "these runs cannot tell the two apart: the interval contains zero"}[v]
-    s += (f" over {n} {'paired ' if d['paired'] else ''}{unit}, {pct}% interval {d['ci_low']:+.3f} to {d['ci_high']:+.3f} "
-          f"(two-level bootstrap: the {unit} crossed with the {d['n_images']} test images); {say}.")
+    how = (f"Student's t over the {unit}, with the variance of the {d['n_images']} test images" if d.get("method", "").startswith("Student")
+           else f"two-level bootstrap: the {unit} crossed with the {d['n_images']} test images")
+    s += f" over {n} {'paired ' if d['paired'] else ''}{unit}, {pct}% interval {d['ci_low']:+.3f} to {d['ci_high']:+.3f} ({how}); {say}."
     if d.get("run_std") is None: return s
     need = runs_needed(d, 0.01)
     return (s + f" They differ by {d['run_std']:.3f} (std), so {n} of them resolve a difference beyond {resolvable(d):.3f} and 10 beyond "
