@@ -74,6 +74,8 @@ def test_smoke_study_synthetic(tmp_path):
     i8, minimal = m["models"]["student_int8"], (run / "student_minimal.pt").exists()
     assert i8["arch"] in ("mobilenet_v3_small", "mobilenet_v3_small_minimal") and set(i8["latency"]["onnxruntime"]) == {"64", "224"}
     assert ("student_minimal_onnx" in m["models"]) == minimal and (run / "student_int8_224.onnx").exists()
-    assert m["goals"]["vs_teacher_fastest"] > 0 and "student_int8_vs_teacher_onnx_224px" in m["speedups"]
+    g = m["goals"]  # the shipped INT8 student's runtime may have no 224-px latency in smoke (edge_latency_px = 0): then unmeasured, never invented
+    assert (g["vs_teacher_fastest"] > 0) if g["runtime"] == "onnxruntime" else g["vs_teacher_fastest"] is None or g["vs_teacher_fastest"] > 0
+    assert "student_int8_vs_teacher_onnx_224px" in m["speedups"]
     q = json.loads((run / "quant_metrics.json").read_text())
     assert set(q["sensitivity"]) == ({"student", "student_minimal"} if minimal else {"student"}) and q["shipped"]["why"]
