@@ -12,7 +12,7 @@ DATASET ?= synthetic
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# uv installs the lock in well under a minute (pip takes about 3: it unpacks one wheel at a time); it is pinned here
+# uv installs the lock (faster than pip, which unpacks one wheel at a time); it is pinned here
 UV_VERSION := 0.13.9
 UV := $(BIN)/uv
 
