@@ -58,7 +58,7 @@ def _train(a):
                 raise ValueError(f"{a.run_dir / 'teacher.pt'}: not evaluated by 01 yet, and the students record the sha256 of the file "
                                  f"01 evaluates: run `fabguard study --profile {a.profile} --until 01_teacher` first")
             res = study_students(scan, data, a.run_dir, teacher, tmeta, T=p["kd_temperature"], alpha=p["kd_alpha"], kd_sweep=p["kd_sweep"],  # as 02's study cell
-                                 kd_seeds=p["kd_seeds"], first_seed=p.get("kd_first_seed"), kd_views=p["kd_views"], seed=p["seed"], epochs=p["student_epochs"],
+                                 kd_seeds=p["kd_seeds"], first_seed=p.get("kd_first_seed"), kd_views=p["kd_views"], kd_mixup=p.get("kd_mixup", 0.0), seed=p["seed"], epochs=p["student_epochs"],
                                  batch_size=p["student_batch_size"], patience=p["patience"], recipe=p["recipe"], lr=p["student_lr"],
                                  augment=get_augment(p["augment"]), workers=p["student_workers"], teacher_batch_size=p["batch_size"] * 4, device=device,
                                  minimal_epochs=p.get("minimal_epochs"))

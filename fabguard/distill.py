@@ -21,10 +21,10 @@ from .train import (CELoss, compute_metrics, dist_info, fit, gather_rows, get_re
     n_params, predict_logits, recipe_model, seed_everything)
 
 # %% auto #0
-__all__ = ['KD_SWEEP', 'kd_loss', 'Renormalized', 'KDLoss', 'make_views', 'view_logits', 'train_student', 'train_students',
-           'study_students', 'soft_entropy', 'teacher_ablation', 'macro_f1', 'run_interval', 'verdict', 'resolvable',
-           'runs_needed', 'interval_sentence', 'distill_findings', 'count_flops', 'compare', 'plot_comparison',
-           'plot_runs']
+__all__ = ['KD_SWEEP', 'kd_loss', 'Renormalized', 'KDLoss', 'make_views', 'mixup_views', 'view_logits', 'train_student',
+           'train_students', 'study_students', 'soft_entropy', 'teacher_ablation', 'macro_f1', 'run_interval',
+           'verdict', 'resolvable', 'runs_needed', 'interval_sentence', 'distill_findings', 'count_flops', 'compare',
+           'plot_comparison', 'plot_runs']
 
 # %% ../nbs/02_distill.ipynb #cf3e9e93
 def kd_loss(s:torch.Tensor, # student logits N x C
@@ -62,11 +62,11 @@ class KDLoss(nn.Module):
         super().train(mode)
         if self.teacher is not None: self.teacher.eval()  # the teacher stays in eval mode (batch norm, dropout)
         return self
-    def forward(self, s, y, x, teacher_logits=None):
+    def forward(self, s, y, x, teacher_logits=None, targets=None):  # targets: the hard term's class probabilities of mixed views
         if teacher_logits is None:
             if self.teacher is None: raise ValueError("KDLoss without a teacher needs cached teacher_logits (fit's `views`)")
             with torch.no_grad(): teacher_logits = self.teacher(x)
-        return kd_loss(s, teacher_logits, y, self.T, self.alpha, self.label_smoothing)
+        return kd_loss(s, teacher_logits, y if targets is None else targets, self.T, self.alpha, self.label_smoothing)
 
 
 # %% ../nbs/02_distill.ipynb #606e96bc
@@ -79,6 +79,25 @@ def make_views(x:torch.Tensor, # uint8 training split N x 3 x S x S
         g = torch.Generator().manual_seed(seed * 1_000_003 + i)
         for j in range(0, len(x), batch_size): out[i, j:j + batch_size] = augment(x[j:j + batch_size], g).round_().to(torch.uint8)
     return out
+
+
+def mixup_views(views:torch.Tensor, # uint8 K x N x 3 x S x S (`make_views`)
+                y:torch.Tensor, # labels N
+                n_classes:int,
+                alpha:float=1.0, # lambda ~ Beta(alpha, alpha), folded to >= 0.5: each image keeps the larger share (and its label)
+                seed:int=0) -> tuple[torch.Tensor, torch.Tensor]: # (mixed uint8 K x N x 3 x S x S, hard-term targets K x N x C)
+    "Function matching's views (Beyer et al. 2022): in view i, image n mixed with a partner of the same view; drawn from seed (seed, i) alone."
+    if not alpha > 0: raise ValueError(f"mixup_views: alpha={alpha} must be > 0")
+    if len(y) != views.shape[1]: raise ValueError(f"mixup_views: {len(y)} labels for {views.shape[1]} images")
+    out, targets = torch.empty_like(views), torch.empty((len(views), len(y), n_classes))
+    onehot = F.one_hot(torch.as_tensor(y).long(), n_classes).float()
+    for i, v in enumerate(views):
+        rng = np.random.default_rng((seed, i))
+        perm = torch.from_numpy(rng.permutation(len(y)))
+        lam = torch.from_numpy(rng.beta(alpha, alpha, len(y))).float(); lam = torch.maximum(lam, 1 - lam)
+        out[i] = (v.float() * lam.view(-1, 1, 1, 1) + v[perm].float() * (1 - lam.view(-1, 1, 1, 1))).round_().to(torch.uint8)
+        targets[i] = onehot * lam[:, None] + onehot[perm] * (1 - lam[:, None])
+    return out, targets
 
 
 def view_logits(teacher:nn.Module, views:torch.Tensor, # K x N x 3 x S x S uint8
@@ -144,6 +163,7 @@ def study_students(scan, # the run's `DatasetScan`
                    kd_seeds:int=1, # training runs of the distilled / scratch pair: seeds first_seed, first_seed + 1, ...
                    first_seed:int|None=None, # the first pair's seed, which also draws the views (None: `seed`)
                    kd_views:int=0, # fixed augmented views scored once by the teacher (0: the teacher runs online)
+                   kd_mixup:float=0.0, # > 0: the views are mixed (`mixup_views`, Beta(kd_mixup, kd_mixup)), for both students of the pair
                    seed:int=0, epochs:int=10, batch_size:int=64, patience:int=5, recipe="budget",
                    minimal_epochs:int|None=None, # the minimalistic student's epochs (None: `epochs`; 0: not trained): the deployment candidate may get more
                    lr:float|None=None, # the students' peak learning rate (None: the recipe's)
@@ -154,17 +174,19 @@ def study_students(scan, # the run's `DatasetScan`
                    **fit_kw) -> dict:
     "Every student of 02's study, trained by `train_students` into `run_dir`: the sweep (if asked), the pair on every seed, the minimalistic student."
     run_dir = Path(run_dir)
+    if kd_mixup and not kd_views: raise ValueError(f"kd_mixup={kd_mixup}: mixed views need kd_views > 0 (the teacher scores them once)")
     meta = make_meta("mobilenet_v3_small", scan.classes, data["train"][0].shape[-1], scan.hash, good_class=scan.good_class,
                      teacher={"arch": teacher_meta["arch"], "epoch": teacher_meta["epoch"], "sha256": sha256_file(run_dir / "teacher.pt")})
     fit_kw = dict(epochs=epochs, batch_size=batch_size, patience=patience, augment=augment,
                   recipe=dict(get_recipe(recipe), **({"lr": lr} if lr else {})), **fit_kw)
     init_distributed(fit_kw.get("device"))  # under torchrun, join the process group first (as `fit` does)
     workers = workers if kd_views and dist_info()[1] == 1 else 1  # an online teacher, or DDP: one student after another here
-    t0, views, first = time.perf_counter(), None, seed if first_seed is None else first_seed
+    t0, views, targets, first = time.perf_counter(), None, None, seed if first_seed is None else first_seed
     if kd_views:  # several processes score their share of the views
-        views = make_views(data["train"][0], kd_views, augment=augment, seed=first)
+        views, targets = make_views(data["train"][0], kd_views, augment=augment, seed=first), None
+        if kd_mixup: views, targets = mixup_views(views, data["train"][1], len(scan.classes), kd_mixup, seed=first)
         cached = gather_rows(lambda v: view_logits(teacher, v, teacher_meta["mean"], teacher_meta["std"], teacher_batch_size), views)
-        kd_src, sc_src = dict(views=(views, cached)), dict(views=(views, None))
+        kd_src, sc_src = dict(views=(views, cached, targets)), dict(views=(views, None, targets))
     else:
         same = np.allclose(teacher_meta["mean"], IMAGENET_MEAN) and np.allclose(teacher_meta["std"], IMAGENET_STD)
         online = teacher if same else Renormalized(teacher, teacher_meta["mean"], teacher_meta["std"])  # the teacher's own normalization
@@ -187,7 +209,7 @@ def study_students(scan, # the run's `DatasetScan`
     students = {"student_kd": [], "student_scratch": [], "student_minimal": []}
     for j in jobs: students[j["name"].split(" seed ")[0]].append(done[j["name"]])
     return dict(students=students, # name -> [(student with its best weights, `fit`'s history)], one per seed
-                seeds=list(range(first, first + kd_seeds)), T=T, alpha=alpha, sweep=sweep, meta=meta, fit_kw=fit_kw, views=views, teaching_s=teaching_s, workers=workers)
+                seeds=list(range(first, first + kd_seeds)), T=T, alpha=alpha, sweep=sweep, meta=meta, fit_kw=fit_kw, views=views, targets=targets, teaching_s=teaching_s, workers=workers)
 
 
 # %% ../nbs/02_distill.ipynb #d749c260

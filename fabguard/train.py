@@ -323,7 +323,8 @@ class CELoss(nn.Module):
     def __init__(self, label_smoothing:float=0.0):
         super().__init__(); self.label_smoothing = label_smoothing
         self.recipe = {"loss": "cross_entropy", "label_smoothing": label_smoothing}
-    def forward(self, logits, y, x=None, **cached): return nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+    def forward(self, logits, y, x=None, targets=None, **cached):  # targets: class probabilities of mixed views (instead of y)
+        return nn.functional.cross_entropy(logits, y if targets is None else targets, label_smoothing=self.label_smoothing)
 
 # %% ../nbs/01_teacher.ipynb #d15e7a01
 def dist_info() -> tuple[int, int]:
@@ -401,6 +402,11 @@ def precise_bn(model:nn.Module, x:torch.Tensor, # uint8 training images
     return model
 
 
+def _views_name(views) -> str:
+    "How `fit`'s recipe records fixed views (a resumed run must have trained on the same kind)."
+    return f"{len(views[0])} fixed views" + (" mixed (mixup)" if len(views) > 2 and views[2] is not None else "")
+
+
 def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" and "val" are used
         ckpt, # path of the best checkpoint; `<stem>_last.pt` beside it is the resumable epoch checkpoint
         meta:dict, # checkpoint metadata from `make_meta`; recipe, metrics and epoch are filled in
@@ -410,7 +416,8 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
         seed:int=0,
         loss_fn:nn.Module|None=None, # `(logits, y, x) -> loss`; default: cross-entropy with the recipe's label smoothing
         augment:Augment|None=SEED_AUGMENT, # batched augmentation of training batches (on the training device)
-        views:tuple|None=None, # fixed augmented views instead of `augment`: (K x N x 3 x S x S uint8, K x N x C teacher logits or None)
+        views:tuple|None=None, # fixed augmented views instead of `augment`: (K x N x 3 x S x S uint8, K x N x C teacher logits or None[,
+                               # K x N x C hard-term targets of mixed views, `mixup_views`, or None])
         device=None, resume:bool=True, progress:bool=True, desc:str="train") -> dict:
     "Train `model` with a recipe; leaves it holding the best weights and returns the run's history. Under `torchrun`, data-parallel over its processes."
     for sp in ("train", "val"): _check_split(data, sp)
@@ -419,7 +426,7 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
     say, progress = tqdm.write if main else (lambda msg: None), progress and main
     last = ckpt.with_name(ckpt.stem + "_last.pt")
     loss_fn = loss_fn if loss_fn is not None else CELoss(r["label_smoothing"])
-    recipe = dict(r, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, augment=f"{len(views[0])} fixed views" if views else repr(augment),
+    recipe = dict(r, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, augment=_views_name(views) if views else repr(augment),
                   **getattr(loss_fn, "recipe", {"loss": type(loss_fn).__name__}))
     config = json.loads(json.dumps(dict(recipe=recipe, arch=meta["arch"], classes=meta["classes"], data_hash=meta["data_hash"],
                                         img_size=meta["img_size"], n_train=len(data["train"][1]), views=len(views[0]) if views else 0,
@@ -456,7 +463,7 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
             if n_batch < 2 * world: continue  # batch norm cannot train on a single image (on any rank)
             x = normalize(xb, meta["mean"], meta["std"])
             if cpu: x = x.contiguous(memory_format=torch.channels_last)
-            cached = {"teacher_logits": views[1][k][idx].to(device)} if views and views[1] is not None else {}
+            cached = {n: v[k][idx].to(device) for n, v in zip(("teacher_logits", "targets"), views[1:] if views else ()) if v is not None}
             with _autocast(device):
                 logits = net(x); loss = loss_fn(logits, yb, x, **cached)
             if not torch.isfinite(loss):
