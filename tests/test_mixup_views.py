@@ -10,7 +10,7 @@ from fabguard.train import CELoss, build_model, fit, make_meta, seed_everything
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
-    sc = prepare_dataset("synthetic", d, per_class=4, size=32, progress=False)
+    sc = prepare_dataset("synthetic", d, per_class=8, size=32, progress=False)
     return d, sc, load_tensors(sc, 32, progress=False)
 
 
@@ -52,12 +52,13 @@ def test_fit_learns_from_mixed_views(tiny, tmp_path):
     runs = []
     for i, tg in enumerate((targets, None)):
         seed_everything(0); m = build_model("mobilenet_v3_small", k)
-        r = fit(m, data, tmp_path / f"m{i}.pt", make_meta("mobilenet_v3_small", sc.classes, 32, sc.hash), recipe="budget", epochs=4, batch_size=8,
+        r = fit(m, data, tmp_path / f"m{i}.pt", make_meta("mobilenet_v3_small", sc.classes, 32, sc.hash), recipe="budget", epochs=8, batch_size=16,
                 patience=10, views=(mixed, None, tg), progress=False)
         runs.append(r)
     assert runs[0]["recipe"]["augment"] == "2 fixed views mixed (mixup)" and runs[1]["recipe"]["augment"] == "2 fixed views"
     assert runs[0]["history"][0]["train_loss"] != runs[1]["history"][0]["train_loss"]
-    assert runs[0]["history"][-1]["train_loss"] < runs[0]["history"][0]["train_loss"]
+    h = [e["train_loss"] for e in runs[0]["history"]]
+    assert sum(h[-2:]) / 2 < h[0] - 0.2, h  # it learns the mixed targets (single epochs are noisy on 96 views)
 
 
 def test_mixup_needs_cached_views(tiny, tmp_path):
