@@ -45,14 +45,18 @@ loadtest: install
 	$(BIN)/python scripts/loadtest.py --model artifacts/$(DATASET)-$(PROFILE)/student_int8.onnx --out reports/$(DATASET)/$(PROFILE)/loadtest.json
 	$(MAKE) --no-print-directory readme
 
+# pytest: one worker per core (pytest-xdist), each test file on one worker (its fixtures built once), one thread per
+# worker: two 2-thread trainers on two cores would stall each other at OpenMP's barriers
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=10 -n auto --dist loadfile
+
 test: install
 	$(BIN)/nbdev-test --timing
-	$(BIN)/python -m pytest -q --durations=10
+	$(PYTEST)
 
 # everything `make test` runs, and the tests marked slow (nightly-style)
 test-all: install
 	$(BIN)/nbdev-test --timing
-	$(BIN)/python -m pytest -q --durations=10 -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
 
 # fails when fabguard/ is not what nbdev-export makes of the notebooks, a notebook is not clean, or pyflakes
 # finds unused imports or undefined names in the exported modules

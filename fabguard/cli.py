@@ -31,7 +31,7 @@ def _study(a):
     if a.until is not None and a.until not in STUDY_NOTEBOOKS:
         raise ValueError(f"--until {a.until}: not one of the study's notebooks ({', '.join(STUDY_NOTEBOOKS)})")
     notebooks = STUDY_NOTEBOOKS[:STUDY_NOTEBOOKS.index(a.until) + 1] if a.until else STUDY_NOTEBOOKS
-    run_study(profile=a.profile, dataset=a.dataset, force=a.force, good_class=a.good_class, notebooks=notebooks)
+    run_study(profile=a.profile, dataset=a.dataset, force=a.force, good_class=a.good_class, notebooks=notebooks, lessons=not a.no_lessons)
 
 
 def _train(a):
@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--profile", default="quick", choices=["smoke", "quick", "seeds", "seeds_rerun", "full"])
     st.add_argument("--dataset", default="synthetic", help="synthetic | elpv2 | elpv4 | a dataset folder")
     st.add_argument("--force", action="store_true", help="rerun steps whose inputs are unchanged")
+    st.add_argument("--no-lessons", action="store_true", help="run only the library and study cells (nbdev-test runs the lessons); the executed notebooks lack them")
     st.add_argument("--good-class", default=None, metavar="NAME", help=good_help)
     st.add_argument("--until", default=None, metavar="NOTEBOOK", help="stop after this notebook (00_data, 01_teacher, ...): "
                     "`fabguard train` can then train the next step's models on several processes")

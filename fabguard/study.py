@@ -12,8 +12,9 @@ from pathlib import Path
 import papermill as pm
 
 # %% auto #0
-__all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'repo_root', 'dataset_family', 'load_profile', 'read_lock', 'lock_check',
-           'lock_sentence', 'folder_fingerprint', 'step_stamp', 'StudyError', 'squash_progress', 'run_study']
+__all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'LIBRARY_CELLS', 'repo_root', 'dataset_family', 'load_profile',
+           'read_lock', 'lock_check', 'lock_sentence', 'folder_fingerprint', 'directives', 'study_notebook',
+           'step_stamp', 'StudyError', 'squash_progress', 'run_study']
 
 # %% ../nbs/06_study.ipynb #5191c9b3
 PROFILES = ("smoke", "quick", "seeds", "seeds_rerun", "full")
@@ -113,6 +114,33 @@ def folder_fingerprint(path) -> str:
     return h.hexdigest()
 
 
+def directives(source:str) -> dict:
+    "The nbdev directives opening a cell (`#| export`, `#| eval: false`, ...): name -> the rest of the line."
+    out = {}
+    for line in source.splitlines():
+        if not line.startswith("#|"): break
+        name, _, rest = line[2:].strip().partition(" ")
+        out[name.rstrip(":")] = rest.strip()
+    return out
+
+
+LIBRARY_CELLS = {"export", "exports", "exporti", "hide", "study"}  # with lessons=False, the cells a study step still runs (hide: imports, helpers)
+
+
+def study_notebook(nb_path, lessons:bool=True):
+    """The notebook as `run_study` executes it: without the cells nbdev never evaluates (`#| eval: false`: the export
+    call) and, with `lessons=False`, without the lessons: only the library cells, the setup (`#| hide`: imports), the parameters and the study cells."""
+    import nbformat
+    nb = nbformat.read(nb_path, as_version=4)
+    def keep(c):
+        if c.cell_type != "code": return True
+        d = directives(c.source)
+        if d.get("eval") == "false": return False
+        return lessons or bool(LIBRARY_CELLS & set(d)) or "parameters" in c.metadata.get("tags", [])
+    nb.cells = [c for c in nb.cells if keep(c)]
+    return nb
+
+
 def step_stamp(nb_path, params:dict, previous:str="") -> str:
     "sha256 of a step's inputs: the notebook, its parameters and the stamp of the step before."
     h = hashlib.sha256(Path(nb_path).read_bytes())
@@ -168,6 +196,7 @@ def run_study(profile:str="quick", # smoke | quick | full
               reports=None, # reports folder (default: <root>/reports)
               artifacts=None, # artifacts folder (default: <root>/artifacts)
               notebooks=STUDY_NOTEBOOKS,
+              lessons:bool=True, # False: only the library and study cells run (nbdev-test runs the lessons); the executed notebooks lack them
               log=print) -> Path:
     "Execute the study notebooks with papermill; returns the report directory."
     root = repo_root(root)
@@ -194,7 +223,7 @@ def run_study(profile:str="quick", # smoke | quick | full
         params.update(dataset=dataset_arg, profile=profile, run_dir=str(run_dir), report_dir=str(report_dir), good_class=good_class)
         params = {k: v for k, v in params.items() if k in declared}
         out = report_dir / "executed" / f"{name}.ipynb"
-        stamp = previous = step_stamp(src, params, previous)
+        stamp = previous = step_stamp(src, params if lessons else dict(params, lessons=False), previous)
         if not force and stamps.get(name) == stamp and out.exists():
             log(f"[{i}/{len(notebooks)}] {name}: inputs unchanged, skipped (--force reruns it)"); continue
         log(f"[{i}/{len(notebooks)}] {name} ...")
@@ -202,7 +231,7 @@ def run_study(profile:str="quick", # smoke | quick | full
         quiet = {"TQDM_MININTERVAL": "15"}  # progress bars in a rendered report: a line per 15 s, not per batch
         saved = {k: os.environ.get(k) for k in quiet}; os.environ.update(quiet)
         try:
-            pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(root / "nbs"), kernel_name="python3",
+            pm.execute_notebook(study_notebook(src, lessons), str(out), parameters=params, cwd=str(root / "nbs"), kernel_name="python3",
                                 progress_bar=False, log_output=False, report_mode=False)
         except pm.PapermillExecutionError as e:
             stamps.pop(name, None); stamps_path.write_text(json.dumps(stamps, indent=1))

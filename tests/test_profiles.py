@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat, papermill as pm, pytest
 from PIL import Image
 
-from fabguard.study import RUNNER_KEYS, load_profile, run_study, StudyError
+from fabguard.study import RUNNER_KEYS, load_profile, run_study, study_notebook, StudyError
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = sorted(p for p in (ROOT / "nbs").glob("[0-9][0-9]*.ipynb"))
@@ -42,7 +42,7 @@ def test_parameters_tag_survives_nbdev_clean():
 def test_injected_value_reaches_notebook(tmp_path):
     "Run 00_data with papermill and a per_class that differs from the default: the data written must follow it."
     run, rep = tmp_path / "run", tmp_path / "rep"
-    pm.execute_notebook(str(ROOT / "nbs" / "00_data.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(ROOT / "nbs"),
+    pm.execute_notebook(study_notebook(ROOT / "nbs" / "00_data.ipynb", lessons=False), str(tmp_path / "out.ipynb"), cwd=str(ROOT / "nbs"),
                         parameters=dict(run_dir=str(run), report_dir=str(rep), per_class=5, img_size=32),
                         progress_bar=False, kernel_name="python3")
     counts = json.loads((run / "data" / "manifest.json").read_text())["counts"]
@@ -53,9 +53,9 @@ def test_injected_value_reaches_notebook(tmp_path):
 def test_study_runner_skips_and_names_failures(tmp_path):
     rep, art = tmp_path / "reports", tmp_path / "artifacts"
     lines = []
-    run_study("smoke", "synthetic", root=ROOT, reports=rep, artifacts=art, notebooks=("00_data",), log=lines.append)
+    run_study("smoke", "synthetic", root=ROOT, reports=rep, artifacts=art, notebooks=("00_data",), lessons=False, log=lines.append)
     assert (rep / "synthetic" / "smoke" / "executed" / "00_data.ipynb").exists()
-    run_study("smoke", "synthetic", root=ROOT, reports=rep, artifacts=art, notebooks=("00_data",), log=lines.append)
+    run_study("smoke", "synthetic", root=ROOT, reports=rep, artifacts=art, notebooks=("00_data",), lessons=False, log=lines.append)
     assert "inputs unchanged, skipped" in lines[-2]
     # a notebook that fails: the error names the notebook and the cell, and the partial output is kept
     fake = tmp_path / "repo"; (fake / "nbs").mkdir(parents=True)
@@ -74,7 +74,7 @@ def test_runner_passes_good_class(tmp_path):
     for c in ("a", "b"):
         (lot / c).mkdir(parents=True)
         for i in range(12): Image.new("RGB", (16, 16), (i * 20, 0, 0)).save(lot / c / f"{i}.png")
-    kw = dict(root=ROOT, reports=tmp_path / "rep", artifacts=tmp_path / "art", notebooks=("00_data",), log=lambda s: None)
+    kw = dict(root=ROOT, reports=tmp_path / "rep", artifacts=tmp_path / "art", notebooks=("00_data",), lessons=False, log=lambda s: None)
     run_study("smoke", str(lot), good_class="b", **kw)
     assert json.loads((tmp_path / "art" / "lot-smoke" / "manifest.json").read_text())["good_class"] == "b"
     with pytest.raises(StudyError, match=r"00_data.ipynb failed in cell \d+ \(ValueError: good_class='nope': not one of the classes"):

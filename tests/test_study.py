@@ -22,7 +22,7 @@ def test_study_on_own_folder(tmp_path):
         for i in range(12):
             a = rng.integers(0, 60, (40, 40, 3)).astype(np.uint8); a[10:30, 5 + 10 * ci:15 + 10 * ci] = 220  # a class-specific mark
             Image.fromarray(a).save(tmp_path / "lot" / c / f"{i}.{'jpg' if i % 2 else 'png'}")
-    rep = run_study("smoke", str(tmp_path / "lot"), root=ROOT, reports=tmp_path / "reports", artifacts=tmp_path / "artifacts", log=lambda s: None)
+    rep = run_study("smoke", str(tmp_path / "lot"), root=ROOT, reports=tmp_path / "reports", artifacts=tmp_path / "artifacts", lessons=False, log=lambda s: None)
     assert rep == tmp_path / "reports" / "lot" / "smoke"
     m = json.loads((rep / "metrics.json").read_text())
     assert m["dataset"].endswith("lot") and set(m["models"]) >= {"teacher_onnx", "student_int8", "student_pruned_torch"}
@@ -47,8 +47,8 @@ def test_study_on_own_folder(tmp_path):
 
 
 def test_smoke_study_synthetic(tmp_path):
-    "The default path end to end (smoke profile): every study cell that nbdev-test skips runs here, in order."
-    rep = run_study("smoke", "synthetic", root=ROOT, reports=tmp_path / "reports", artifacts=tmp_path / "artifacts", log=lambda s: None)
+    "The default path end to end (smoke profile): every study cell that nbdev-test skips runs here, in order (the lessons are nbdev-test's)."
+    rep = run_study("smoke", "synthetic", root=ROOT, reports=tmp_path / "reports", artifacts=tmp_path / "artifacts", lessons=False, log=lambda s: None)
     assert rep == tmp_path / "reports" / "synthetic" / "smoke"
     m = json.loads((rep / "metrics.json").read_text())
     assert set(m["models"]) >= {"teacher_torch", "teacher_onnx", "student_onnx", "student_int8", "student_scratch_torch", "student_pruned_torch"}
