@@ -101,3 +101,8 @@ if __name__ == "__main__":  # python tests/conftest.py OUT.onnx [--int8] [--size
     out = Path(sys.argv[1]); int8 = "--int8" in sys.argv
     size = int(sys.argv[sys.argv.index("--size") + 1]) if "--size" in sys.argv else 64
     print(make_test_model(out, img_size=size, int8=int8, variant="student_int8_test" if int8 else VARIANT))
+
+
+def pytest_collection_modifyitems(items):
+    "The smoke study (test_study.py, the longest file) first: with one worker per core (`make test`), the other files fill the other worker meanwhile."
+    items.sort(key=lambda it: it.path.name != "test_study.py")  # a stable sort: the order within files is kept
