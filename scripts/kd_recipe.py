@@ -51,6 +51,12 @@ def _setup(mixup:float, seed:int):
     return scan, data, meta, v
 
 
+def _cpu() -> str:
+    "The processor's model name: a teacher trained on another CPU (same lock) is another teacher, its float sums in another order."
+    from fabguard.bench import machine_info
+    return machine_info()["cpu"]
+
+
 def run_one(name, threads=1):
     "Train one variant as 02 does and append its result line."
     import torch
@@ -67,7 +73,8 @@ def run_one(name, threads=1):
     best = max(h["history"], key=lambda x: x["val_macro_f1"])
     res = dict(variant=name, settings=cfg, best_epoch=best["epoch"], best_val_macro_f1=best["val_macro_f1"], test_macro_f1_of_best=test["macro_f1"],
                test_pred=predict_logits(m, data["test"][0], batch_size=256).argmax(1).tolist(), train_seconds=h["train_seconds"], threads=threads,
-               cpu_count=os.cpu_count(), created=time.strftime("%Y-%m-%dT%H:%M:%S"), history=[{k: x[k] for k in KEEP} for x in h["history"]])
+               cpu_count=os.cpu_count(), cpu=_cpu(), teacher_sha256=meta["teacher"]["sha256"], torch=torch.__version__,
+               created=time.strftime("%Y-%m-%dT%H:%M:%S"), history=[{k: x[k] for k in KEEP} for x in h["history"]])
     append_result(OUT, res)
     print(f"{name}: best val macro-F1 {res['best_val_macro_f1']:.3f} (epoch {res['best_epoch']}), test {res['test_macro_f1_of_best']:.3f}, "
           f"{res['train_seconds']:.0f} s", flush=True)
@@ -78,11 +85,16 @@ def table(res:dict) -> str:
     import numpy as np
     from fabguard.data import load_scan
     from fabguard.distill import interval_sentence, run_interval
-    rows = ["| recipe | teacher term | epochs | seed | best val macro-F1 (epoch) | test macro-F1 | training s (1 thread) |", "|---|---|---|---|---|---|---|"]
+    rows = ["| recipe | teacher term | epochs | seed | best val macro-F1 (epoch) | test macro-F1 | training s (1 thread) | teacher.pt sha256 | run on |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    import json
+    committed = json.loads((ROOT / "reports" / "synthetic" / "quick" / "metrics.json").read_text())["models"]["teacher_torch"]["sha256"]
+    mine = " (the committed quick report's)"
     for r in sorted(res.values(), key=lambda r: (r["settings"]["mixup"], r["settings"]["epochs"], not r["settings"]["kd"], r["settings"]["seed"])):
         s = r["settings"]
         rows.append(f"| {'function matching (mixup)' if s['mixup'] else 'views'} | {'distilled' if s['kd'] else 'scratch'} | {s['epochs']} | {s['seed']} | "
-                    f"{r['best_val_macro_f1']:.3f} ({r['best_epoch']}) | {r['test_macro_f1_of_best']:.3f} | {r['train_seconds']:.0f} |")
+                    f"{r['best_val_macro_f1']:.3f} ({r['best_epoch']}) | {r['test_macro_f1_of_best']:.3f} | {r['train_seconds']:.0f} | "
+                    f"{r.get('teacher_sha256', '?')[:8]}{mine if r.get('teacher_sha256') == committed else ''} | {r.get('cpu', '?')} |")
     says = []
     from fabguard.data import load_tensors
     scan = load_scan(RUN); y = load_tensors(scan, 64, RUN / "cache", progress=False)["test"][1].numpy()
