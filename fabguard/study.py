@@ -13,8 +13,8 @@ import papermill as pm
 
 # %% auto #0
 __all__ = ['PROFILES', 'STUDY_NOTEBOOKS', 'RUNNER_KEYS', 'LIBRARY_CELLS', 'repo_root', 'dataset_family', 'load_profile',
-           'read_lock', 'lock_check', 'lock_sentence', 'folder_fingerprint', 'directives', 'study_notebook',
-           'step_stamp', 'StudyError', 'squash_progress', 'run_study']
+           'read_lock', 'lock_check', 'lock_sentence', 'folder_fingerprint', 'study_notebook', 'step_stamp',
+           'StudyError', 'squash_progress', 'run_study']
 
 # %% ../nbs/06_study.ipynb #5191c9b3
 PROFILES = ("smoke", "quick", "seeds", "seeds_rerun", "full")
@@ -114,30 +114,22 @@ def folder_fingerprint(path) -> str:
     return h.hexdigest()
 
 
-def directives(source:str) -> dict:
-    "The nbdev directives opening a cell (`#| export`, `#| eval: false`, ...): name -> the rest of the line."
-    out = {}
-    for line in source.splitlines():
-        if not line.startswith("#|"): break
-        name, _, rest = line[2:].strip().partition(" ")
-        out[name.rstrip(":")] = rest.strip()
-    return out
-
-
 LIBRARY_CELLS = {"export", "exports", "exporti", "hide", "study"}  # with lessons=False, the cells a study step still runs (hide: imports, helpers)
 
 
 def study_notebook(nb_path, lessons:bool=True):
-    """The notebook as `run_study` executes it: without the cells nbdev never evaluates (`#| eval: false`: the export
-    call) and, with `lessons=False`, without the lessons: only the library cells, the setup (`#| hide`: imports), the parameters and the study cells."""
+    """The notebook as `run_study` executes it: without the cells nbdev never evaluates (`#| eval: false`, the export
+    call: fastcore's `does_cell_eval`, nbdev-test's rule) and, with `lessons=False`, without the lessons: only the library
+    cells, the setup (`#| hide`: imports), the parameters and the study cells."""
     import nbformat
-    nb = nbformat.read(nb_path, as_version=4)
-    def keep(c):
+    from fastcore.nbio import does_cell_eval, fm_default_eval, nb_frontmatter, read_nb
+    nb, parsed = nbformat.read(nb_path, as_version=4), read_nb(nb_path)  # one file: nbformat's cells for papermill, fastcore's parse their directives
+    default = fm_default_eval(nb_frontmatter(parsed))
+    def keep(c, p):
         if c.cell_type != "code": return True
-        d = directives(c.source)
-        if d.get("eval") == "false": return False
-        return lessons or bool(LIBRARY_CELLS & set(d)) or "parameters" in c.metadata.get("tags", [])
-    nb.cells = [c for c in nb.cells if keep(c)]
+        if not does_cell_eval(p, default): return False
+        return lessons or bool(LIBRARY_CELLS & set(p.directives)) or "parameters" in c.metadata.get("tags", [])
+    nb.cells = [c for c, p in zip(nb.cells, parsed.cells, strict=True) if keep(c, p)]
     return nb
 
 

@@ -13,7 +13,7 @@ import os, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from variant_study import append_result, load_results, main  # noqa: E402
+from variant_study import append_result, load_results, main, one_standard_error  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "elpv2" / "resolution_study"
@@ -81,9 +81,7 @@ def choose(res:dict) -> str:
     rs = {k: r for k, r in res.items() if k == f"elpv2 {r['settings']['size']} px"}
     from fabguard.data import elpv_scan
     n_val = sum(i["split"] == "val" for i in elpv_scan("elpv2", progress=False).items)  # the split every variant validated on
-    best = max(rs.values(), key=lambda r: r["best_val_acc"])
-    se = (best["best_val_acc"] * (1 - best["best_val_acc"]) / n_val) ** 0.5
-    ok = sorted((r for r in rs.values() if r["best_val_acc"] >= best["best_val_acc"] - se), key=lambda r: r["train_seconds"])
+    best, se, ok = one_standard_error(list(rs.values()), n_val)
     pick = ok[0]
     return (f"Best validation accuracy: {best['best_val_acc']:.3f} at {best['settings']['size']} px (one standard error: {se:.3f}). "
             f"Within one standard error of it: " + ", ".join(f"{r['settings']['size']} px ({r['best_val_acc']:.3f}, {r['train_seconds']:.0f} s)" for r in ok)

@@ -15,7 +15,7 @@ import os, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from variant_study import append_result, main  # noqa: E402
+from variant_study import append_result, main, one_standard_error  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "elpv2" / "teacher_study"
@@ -87,9 +87,7 @@ def choose(res:dict) -> str:
     "The one-standard-error rule on validation accuracy over the resolution variants (peak lr 1e-3): the cheapest within one binomial standard error of the best."
     rs = [r for k, r in res.items() if k == f"lite0 {r['settings']['size']} px"]
     if not rs: return "No resolution variant measured yet."
-    best = max(rs, key=lambda r: r["best_val_acc"])
-    se = (best["best_val_acc"] * (1 - best["best_val_acc"]) / best["n_val"]) ** 0.5
-    ok = sorted((r for r in rs if r["best_val_acc"] >= best["best_val_acc"] - se), key=lambda r: r["train_seconds"])
+    best, se, ok = one_standard_error(rs, rs[0]["n_val"])
     pick = ok[0]
     return (f"Best validation accuracy: {best['best_val_acc']:.3f} at {best['settings']['size']} px (one standard error over "
             f"{best['n_val']} validation cells: {se:.3f}). Within one standard error of it: "

@@ -39,3 +39,11 @@ def main(script:str, doc:str, variants:dict, out:Path, run_one, show):
         for p in [p for p in running if p.poll() is not None]:
             running.remove(p)
             if p.returncode: print(f"a variant failed with exit {p.returncode}", flush=True)
+
+
+def one_standard_error(rows:list, n:int, acc:str="best_val_acc", cost:str="train_seconds") -> tuple:
+    """The one-standard-error rule: (best row, the binomial standard error of its accuracy over `n` validation images, the rows
+    within one standard error of it, cheapest first)."""
+    best = max(rows, key=lambda r: r[acc])
+    se = (best[acc] * (1 - best[acc]) / n) ** 0.5
+    return best, se, sorted((r for r in rows if r[acc] >= best[acc] - se), key=lambda r: r[cost])
