@@ -21,7 +21,7 @@ from .files import MAX_SIDE, ImageError, atomic_write, read_image, sha256_file
 from .synthetic import CLASSES, SPLITS, GENERATOR_VERSION, show_grid, synthesize
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'ELPV_AUGMENT', 'AUGMENTS',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'ELPV_AUGMENT', 'AUGMENTS', 'SAMPLERS',
            'good_class_of', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan',
            'load_tensors', 'Augment', 'get_augment', 'seed_augment_v2', 'normalize', 'balanced_sampler', 'Batches',
            'pipeline_throughput', 'plot_class_counts', 'plot_samples', 'plot_intensity']
@@ -324,8 +324,11 @@ def balanced_sampler(y:torch.Tensor, generator=None) -> torch.utils.data.Weighte
     return torch.utils.data.WeightedRandomSampler(1 / counts[y], num_samples=len(y), replacement=True, generator=generator)
 
 
+SAMPLERS = ("class-balanced", "shuffle")  # how training batches draw images: every class equally often, or every image once an epoch
+
+
 class Batches:
-    "Batches of (images, labels) of one split: class-balanced and augmented for training, in order otherwise; or one rank's share of each."
+    "Batches of (images, labels) of one split: class-balanced (or shuffled) and augmented for training, in order otherwise; or one rank's share of each."
     def __init__(self, x, y, # a split of the tensor store
                  batch_size:int=64, # images per batch, over all ranks
                  train:bool=False, # balanced draws and `augment`
@@ -334,17 +337,22 @@ class Batches:
                  device=None, # where batches go (and are augmented); default: the CPU
                  with_index:bool=False, # also yield each batch's indices into the split
                  rank:int=0, world:int=1, # distributed training: this process's contiguous share of every batch, of `world` shares
+                 sampler:str="class-balanced", # training draws: "class-balanced" (with replacement) or "shuffle" (each image once)
                 ):
         if len(y) == 0: raise ValueError("empty split: no images to load")
         if not 0 <= rank < world: raise ValueError(f"rank={rank}: not in 0..{world - 1} (world={world})")
+        if sampler not in SAMPLERS: raise ValueError(f"sampler={sampler!r}: not one of {SAMPLERS}")
         self.x, self.y, self.bs, self.train, self.seed, self.augment = x, y, batch_size, train, seed, augment
         self.device, self.with_index, self.rank, self.world = torch.device(device or "cpu"), with_index, rank, world
+        self.sampler = sampler
 
     def __len__(self): return math.ceil(len(self.y) / self.bs)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed)
-        idx = torch.tensor(list(balanced_sampler(self.y, g))) if self.train else torch.arange(len(self.y))
+        if not self.train: idx = torch.arange(len(self.y))
+        elif self.sampler == "shuffle": idx = torch.randperm(len(self.y), generator=g)
+        else: idx = torch.tensor(list(balanced_sampler(self.y, g)))
         aug = self.train and self.augment is not None
         for i in range(0, len(idx), self.bs):
             b = idx[i:i + self.bs]

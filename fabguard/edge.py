@@ -17,7 +17,7 @@ from .runtime import ModelFileError
 
 # %% auto #0
 __all__ = ['INSTALL', 'SIDECAR_KEYS', 'INPUT_OFFSET', 'available', 'set_threads', 'sidecar_path', 'read_sidecar', 'pte_metadata',
-           'pte_input', 'export_pte', 'PteModel', 'pte_logits', 'pte_runner']
+           'pte_input', 'export_pte', 'export_ptes', 'PteModel', 'pte_logits', 'pte_runner']
 
 # %% ../nbs/03c_edge.ipynb #474a6f0a
 INSTALL = "pip install 'fabguard[edge]'"  # what brings ExecuTorch
@@ -226,6 +226,29 @@ def export_pte(model, meta:dict, # the checkpoint's metadata (`train.load_checkp
                                     "max_batch": int(bound), "executorch": version("executorch"), "torch": torch.__version__})
     return path
 
+
+# %% ../nbs/03c_edge.ipynb #5b9d0e47
+def _export_job(kw:dict) -> tuple[str, float]:
+    "One `export_pte` in a worker process, on one thread: (the .pte's path, seconds)."
+    import time, torch
+    torch.set_num_threads(1); t0 = time.perf_counter()
+    return str(export_pte(**kw)), time.perf_counter() - t0
+
+
+def export_ptes(jobs:list, # each `export_pte`'s keyword arguments (model, meta, path, img_size[, calib, variant, source_sha256])
+                workers:int|None=None, # processes (default: one per core); 1: one after another in this process
+                progress:bool=True) -> list[tuple[Path, float]]:
+    "Every job's `export_pte`, `workers` at a time, each in its own process on one thread: [(.pte path, seconds)] in the jobs' order."
+    import concurrent.futures as cf
+    from tqdm.auto import tqdm
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    if workers == 1: return [(Path(p), s) for p, s in (_export_job(j) for j in tqdm(jobs, desc="export .pte", disable=not progress))]
+    from torch import multiprocessing as tmp
+    from fabguard.edge import _export_job as job  # by module path: a worker imports it (a notebook's own definitions cannot travel)
+    with cf.ProcessPoolExecutor(workers, mp_context=tmp.get_context("spawn")) as pool:
+        futs = [pool.submit(job, j) for j in jobs]
+        for _ in tqdm(cf.as_completed(futs), total=len(futs), desc=f"export .pte ({workers} workers)", disable=not progress): pass
+        return [(Path(p), s) for p, s in (f.result() for f in futs)]
 
 # %% ../nbs/03c_edge.ipynb #fa089749
 class _Loaded:

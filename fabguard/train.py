@@ -26,13 +26,13 @@ from .files import atomic_write, sha256_file
 
 # %% auto #0
 __all__ = ['LITE_MEAN', 'LITE_STD', 'PRETRAINED_INSTALL', 'LITE0_WEIGHTS', 'ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE',
-           'FINETUNE_RECIPE', 'RECIPES', 'SCHEDULES', 'MODEL_KNOBS', 'WheelWeights', 'wheel_file', 'load_wheel_weights',
-           'efficientnet_lite0', 'lite_to_timm', 'mobilenet_v3_small_minimal', 'pretrained_path', 'build_model',
-           'arch_normalization', 'n_params', 'pick_device', 'predict_logits', 'reliability', 'compute_metrics',
-           'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint', 'load_checkpoint', 'get_recipe',
-           'recipe_model', 'seed_everything', 'CELoss', 'dist_info', 'init_distributed', 'from_rank0', 'gather_rows',
-           'precise_bn', 'fit', 'train_teacher', 'plot_history', 'plot_confusion', 'plot_reliability', 'time_to_reach',
-           'plot_time_to_accuracy']
+           'FINETUNE_RECIPE', 'RECIPES', 'SCHEDULES', 'RECIPE_SAMPLERS', 'MODEL_KNOBS', 'WheelWeights', 'wheel_file',
+           'load_wheel_weights', 'efficientnet_lite0', 'lite_to_timm', 'mobilenet_v3_small_minimal', 'pretrained_path',
+           'build_model', 'arch_normalization', 'n_params', 'pick_device', 'predict_logits', 'reliability',
+           'compute_metrics', 'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint', 'load_checkpoint',
+           'get_recipe', 'recipe_model', 'seed_everything', 'CELoss', 'class_weights', 'dist_info', 'init_distributed',
+           'from_rank0', 'gather_rows', 'precise_bn', 'fit', 'train_teacher', 'plot_history', 'plot_confusion',
+           'plot_reliability', 'time_to_reach', 'plot_time_to_accuracy']
 
 # %% ../nbs/01_teacher.ipynb #9827ffed
 LITE_MEAN = (127 / 255,) * 3  # EfficientNet-Lite's input in TensorFlow: (pixel - 127) / 128, about [-1, 1]; here on [0, 1] pixels
@@ -292,6 +292,9 @@ FINETUNE_RECIPE = dict(SEED_RECIPE, name="finetune", lr=1e-3, weight_decay=1e-4,
                        zero_init_residual=False, precise_bn=1024)  # for ImageNet weights (pretrained=True)
 RECIPES = {"seed": SEED_RECIPE, "budget": BUDGET_RECIPE, "finetune": FINETUNE_RECIPE}
 SCHEDULES = ("plateau", "linear", "cosine")
+# training draws: every class equally often (`balanced_sampler`), or each image once an epoch with the cross-entropy weighted by
+# inverse class frequency (the usual answer to imbalance when fine-tuning: every image is seen, none twice)
+RECIPE_SAMPLERS = ("class-balanced", "class-weighted")
 MODEL_KNOBS = ("dropout", "stochastic_depth", "zero_init_residual")  # recipe fields that `build_model` takes
 
 
@@ -303,6 +306,7 @@ def get_recipe(recipe) -> dict:
     if missing: raise ValueError(f"recipe {r.get('name', '?')!r} lacks {missing}")
     if r["schedule"] not in SCHEDULES: raise ValueError(f"recipe schedule={r['schedule']!r}: not one of {SCHEDULES}")
     if not 0 <= r["ema"] < 1: raise ValueError(f"recipe ema={r['ema']}: the decay must lie in [0, 1)")
+    if r["sampler"] not in RECIPE_SAMPLERS: raise ValueError(f"recipe sampler={r['sampler']!r}: not one of {RECIPE_SAMPLERS}")
     return dict(r)
 
 
@@ -319,12 +323,23 @@ def seed_everything(seed:int):
 
 
 class CELoss(nn.Module):
-    "The hard-label loss as an engine hook: cross-entropy, optionally label-smoothed; `(logits, y, x) -> loss`."
-    def __init__(self, label_smoothing:float=0.0):
+    "The hard-label loss as an engine hook: cross-entropy, optionally label-smoothed and class-weighted; `(logits, y, x) -> loss`."
+    def __init__(self, label_smoothing:float=0.0,
+                 weight:torch.Tensor|None=None): # per-class weights (`class_weights`), or None
         super().__init__(); self.label_smoothing = label_smoothing
-        self.recipe = {"loss": "cross_entropy", "label_smoothing": label_smoothing}
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+        self.recipe = {"loss": "cross_entropy", "label_smoothing": label_smoothing,
+                       **({"class_weights": [round(w, 6) for w in self.weight.tolist()]} if weight is not None else {})}
     def forward(self, logits, y, x=None, targets=None, **cached):  # targets: class probabilities of mixed views (instead of y)
-        return nn.functional.cross_entropy(logits, y if targets is None else targets, label_smoothing=self.label_smoothing)
+        return nn.functional.cross_entropy(logits, y if targets is None else targets, weight=self.weight,
+                                           label_smoothing=self.label_smoothing)
+
+
+def class_weights(y:torch.Tensor, n_classes:int|None=None) -> torch.Tensor:
+    "Inverse class frequency, scaled so that the weights average 1 over the images: a class-weighted loss on shuffled batches."
+    counts = torch.bincount(y, minlength=n_classes or 0).double().clamp(min=1)
+    w = len(y) / (len(counts) * counts)
+    return w.float()
 
 # %% ../nbs/01_teacher.ipynb #d15e7a01
 def dist_info() -> tuple[int, int]:
@@ -425,7 +440,10 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
     rank, world = dist_info(); main = rank == 0  # rank 0 writes the checkpoints and reports
     say, progress = tqdm.write if main else (lambda msg: None), progress and main
     last = ckpt.with_name(ckpt.stem + "_last.pt")
-    loss_fn = loss_fn if loss_fn is not None else CELoss(r["label_smoothing"])
+    weighted = r["sampler"] == "class-weighted"  # shuffled batches, inverse-frequency cross-entropy
+    if weighted and loss_fn is not None:
+        raise ValueError(f"recipe sampler='class-weighted' weights the default cross-entropy; loss_fn={type(loss_fn).__name__} brings its own loss")
+    loss_fn = loss_fn if loss_fn is not None else CELoss(r["label_smoothing"], class_weights(data["train"][1], len(meta["classes"])) if weighted else None)
     recipe = dict(r, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, augment=_views_name(views) if views else repr(augment),
                   **getattr(loss_fn, "recipe", {"loss": type(loss_fn).__name__}))
     config = json.loads(json.dumps(dict(recipe=recipe, arch=meta["arch"], classes=meta["classes"], data_hash=meta["data_hash"],
@@ -455,7 +473,8 @@ def fit(model:nn.Module, data:dict, # split -> (uint8 images, labels); "train" a
         torch.manual_seed(_epoch_seed(seed, ep) * world + rank)  # dropout and stochastic depth draws: the epoch's, and each rank its own
         k = ep % len(views[0]) if views else None  # epoch ep trains on view ep mod K
         batches = Batches(views[0][k] if views else data["train"][0], data["train"][1], batch_size, train=True, seed=_epoch_seed(seed, ep),
-                          augment=None if views else augment, device=device, with_index=True, rank=rank, world=world)
+                          augment=None if views else augment, device=device, with_index=True, rank=rank, world=world,
+                          sampler="shuffle" if weighted else "class-balanced")
         model.train(); n = correct = 0; total = 0.0; t0 = time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {ep + 1}/{epochs}", leave=False, disable=not progress)
         for i, (xb, yb, idx) in enumerate(bar):
