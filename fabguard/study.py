@@ -220,6 +220,7 @@ def run_study(profile:str="quick", # smoke | quick | full
             log(f"[{i}/{len(notebooks)}] {name}: inputs unchanged, skipped (--force reruns it)"); continue
         log(f"[{i}/{len(notebooks)}] {name} ...")
         for later in notebooks[i - 1:]: times.pop(later, None)  # this step and the ones after it run again: their old seconds are stale
+        times_path.write_text(json.dumps(times, indent=1))  # on disk before the step runs: 04 reads it
         t0 = time.perf_counter()
         quiet = {"TQDM_MININTERVAL": "15"}  # progress bars in a rendered report: a line per 15 s, not per batch
         saved = {k: os.environ.get(k) for k in quiet}; os.environ.update(quiet)
