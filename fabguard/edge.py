@@ -236,12 +236,13 @@ def _export_job(kw:dict) -> tuple[str, float]:
 
 
 def export_ptes(jobs:list, # each `export_pte`'s keyword arguments (model, meta, path, img_size[, calib, variant, source_sha256])
-                workers:int|None=None, # processes (default: one per core); 1: one after another in this process
+                workers:int|None=None, # processes (default: this process's torch threads, so a 1-thread caller stays on 1 core); 1: here, one after another
                 progress:bool=True) -> list[tuple[Path, float]]:
     "Every job's `export_pte`, `workers` at a time, each in its own process on one thread: [(.pte path, seconds)] in the jobs' order."
     import concurrent.futures as cf
     from tqdm.auto import tqdm
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    import torch
+    workers = max(1, min(workers or torch.get_num_threads(), len(jobs)))
     if workers == 1: return [(Path(p), s) for p, s in (_export_job(j) for j in tqdm(jobs, desc="export .pte", disable=not progress))]
     from torch import multiprocessing as tmp
     from fabguard.edge import _export_job as job  # by module path: a worker imports it (a notebook's own definitions cannot travel)
