@@ -6,7 +6,7 @@ Docs: https://github.com/fabguard/fabguard/files.html.md"""
 
 # %% ../nbs/00b_files.ipynb #676d6a8a
 from __future__ import annotations
-import contextlib, hashlib, io, json, os, warnings
+import contextlib, hashlib, io, json, os, threading, warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +30,9 @@ def sha256_file(path) -> str:
 
 @contextlib.contextmanager
 def atomic_write(path):
-    "Yield a temporary path beside `path`; once the block succeeds it replaces `path` (a rename), else it is removed."
+    "Yield a temporary path beside `path`, its own (two writers of one path do not collide); once the block succeeds it replaces `path` (a rename), else it is removed."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
