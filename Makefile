@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
 DATASET ?= synthetic
+# `make study` runs the library and study cells only: the lessons are `make test`'s (nbdev-test), and the report's numbers
+# do not depend on them; `make study STUDY_FLAGS=` executes the lessons too (about 2 minutes more)
+STUDY_FLAGS ?= --no-lessons
 
 .PHONY: install lock study test test-all check export clean readme loadtest recipes
 
@@ -33,7 +36,7 @@ lock: | $(BIN)/activate
 install: $(VENV)/.installed
 
 study: install
-	$(BIN)/fabguard study --profile $(PROFILE) --dataset $(DATASET)
+	$(BIN)/fabguard study --profile $(PROFILE) --dataset $(DATASET) $(STUDY_FLAGS)
 	@if [ "$(PROFILE)/$(DATASET)" = "quick/synthetic" ]; then $(MAKE) --no-print-directory readme; fi
 
 # 01's recipe study: every variant not yet in reports/synthetic/recipe_study/results.jsonl (about 20 min each at one thread)

@@ -99,16 +99,18 @@ TORCH_VARIANTS = {"teacher_torch": "teacher.pt", "student_torch": "student.pt", 
 OPTIONAL_VARIANTS = ("student_minimal_torch",)  # a run made before 02 trained the minimalistic student has none
 
 
-def load_variants(run_dir, img_size:int) -> dict:
+def load_variants(run_dir, img_size:int,
+                  bias=None, # 01's `decision_bias` of the study: the PyTorch variants decide as the exported files (03) do
+                 ) -> dict:
     "Every variant the earlier notebooks wrote to `run_dir`, by name: the PyTorch checkpoints and the ONNX files of 03's `onnx_variants`."
-    from fabguard.train import load_checkpoint
+    from fabguard.train import load_checkpoint, with_decision
     run_dir, out = Path(run_dir), {}
     for name, f in TORCH_VARIANTS.items():
         if not (run_dir / f).exists():
             if name in OPTIONAL_VARIANTS: continue
             raise FileNotFoundError(f"{run_dir / f}: missing; run notebooks 01-03 first")
         model, meta = load_checkpoint(run_dir / f)
-        model.eval()
+        model = with_decision(model, bias).eval()
         out[name] = Variant(name, run_dir / f, "torch", model, sum(p.numel() for p in model.parameters()), count_flops(model, img_size),
                             meta["mean"], meta["std"], meta["arch"])
     qm = run_dir / "quant_metrics.json"
@@ -392,6 +394,10 @@ def paper_comparison(metrics:dict) -> list:
             lines.append(f"| {n} | {a['accuracy']:.2%} | {a['ci95'][0]:.2%}-{a['ci95'][1]:.2%} | " + " | ".join(f"{v:.2%}" for v in a["per_group"].values())
                          + " | " + " | ".join(a["vs"][r["short"]] for r in refs) + " |")
         lines += [""]
+    if e.get("decision_rule") == "prior":
+        lines += ["Every row decides by the study's decision rule `prior` (01): the log training-class frequencies added to the logits, inside "
+                  "the exported files' weights (logit adjustment; nothing fitted), because accuracy is the measure here; the macro-F1 of the "
+                  "same models is in the benchmark table.", ""]
     if any(n.endswith(" + prior") for n in e["rows"]):
         lines += ["Rows `+ prior` score the same logits with the log training-class frequencies added: the models train on class-balanced "
                   "batches (for macro-F1), and this puts the natural prior back for accuracy, the papers' measure (logit adjustment; "

@@ -21,10 +21,11 @@ from .files import MAX_SIDE, ImageError, atomic_write, read_image, sha256_file
 from .synthetic import CLASSES, SPLITS, GENERATOR_VERSION, show_grid, synthesize
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'ELPV_AUGMENT', 'AUGMENTS', 'SAMPLERS',
-           'good_class_of', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_labels', 'elpv_scan',
-           'prepare_dataset', 'load_scan', 'load_tensors', 'Augment', 'get_augment', 'seed_augment_v2', 'normalize',
-           'balanced_sampler', 'Batches', 'pipeline_throughput', 'plot_class_counts', 'plot_samples', 'plot_intensity']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GOOD_NAMES', 'ELPV_CLASSES', 'SEED_AUGMENT', 'ELPV_AUGMENT', 'FLIPS_AUGMENT',
+           'AUGMENTS', 'SAMPLERS', 'good_class_of', 'DatasetScan', 'scan_dataset', 'DatasetError', 'elpv_labels',
+           'elpv_scan', 'prepare_dataset', 'load_scan', 'load_tensors', 'Augment', 'get_augment', 'seed_augment_v2',
+           'normalize', 'balanced_sampler', 'Batches', 'pipeline_throughput', 'plot_class_counts', 'plot_samples',
+           'plot_intensity']
 
 # %% ../nbs/00_data.ipynb #c1be6766
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalization of every model's input (torchvision's ImageNet statistics)
@@ -303,11 +304,13 @@ SEED_AUGMENT = Augment()
 # Deitsch et al. 2019's augmentation of ELPV cells, as two re-implementations describe it: scaling up to 2%, rotation within
 # 3 degrees, translation up to 2%, flips along both axes and quarter turns (square cells; cracks have no preferred direction)
 ELPV_AUGMENT = Augment(degrees=3.0, translate=0.02, scale=(0.98, 1.02), brightness=0.0, contrast=0.0, hflip=True, vflip=True, rot90=True)
-AUGMENTS = {"seed": SEED_AUGMENT, "elpv": ELPV_AUGMENT}
+# flips and quarter turns alone: what fine-tuning the pretrained teacher on ELPV does best with (reports/elpv2/teacher_study)
+FLIPS_AUGMENT = Augment(degrees=0.0, translate=0.0, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, hflip=True, vflip=True, rot90=True)
+AUGMENTS = {"seed": SEED_AUGMENT, "elpv": ELPV_AUGMENT, "flips": FLIPS_AUGMENT}
 
 
 def get_augment(name:str) -> Augment:
-    "A training augmentation by name: 'seed' (the seed's affine and colour jitter) or 'elpv' (the ELPV paper's)."
+    "A training augmentation by name: 'seed' (the seed's affine and colour jitter), 'elpv' (the ELPV paper's) or 'flips' (flips and quarter turns)."
     if name not in AUGMENTS: raise ValueError(f"augment={name!r}: not one of {list(AUGMENTS)}")
     return AUGMENTS[name]
 

@@ -181,7 +181,8 @@ def model_file_info(path) -> dict:
     from fabguard.quantize import onnx_metadata
     m = onnx_metadata(path)
     return {"file": Path(path).name, "card": model_card_paths(path)[1].name, **{k: m.get(k) for k in
-            ("arch", "variant", "source_sha256", "img_size", "input_format", "mean", "std", "classes", "good_class")}}
+            ("arch", "variant", "source_sha256", "img_size", "input_format", "mean", "std", "classes", "good_class")},
+            "decision_rule": m.get("decision_rule", "balanced")}  # files from before the rule decide as trained
 
 
 def int8_deltas(metrics:dict, int8:str=SHIPPED, fp32:str|None=None) -> dict:
@@ -260,7 +261,7 @@ def model_card(metrics:dict, # `metrics.json` as 04_benchmark and this notebook 
             "model": {"file": mf["file"], "variant": variant, "role": CARD_ROLES.get(variant, "the best INT8 model of the student that did not ship" if variant.endswith("_best_int8") else variant), "shipped": variant == SHIPPED,
                       "arch": mf["arch"], "sha256": m["sha256"], "source_sha256": mf["source_sha256"], "file_mb": m["file_mb"],
                       "params": m["params"], "flops": m["flops"], "img_size": mf["img_size"], "input_format": mf["input_format"],
-                      "mean": mf["mean"], "std": mf["std"]},
+                      "mean": mf["mean"], "std": mf["std"], "decision_rule": mf.get("decision_rule", "balanced")},
             "data": {"hash": d["hash"], "n_images": d["n_images"], "split_sizes": d["split_sizes"], "classes": classes, "good_class": g},
             "performance": {"split": "test", "n": d["split_sizes"]["test"], **{k: m[k] for k in ("accuracy", "accuracy_ci95", "macro_f1", "ece", "per_class")}},
             "latency": {"latency_ms": m["latency_ms"], "throughput_ips": m["throughput_ips"], "runs": metrics["bench"]["runs"],
@@ -290,7 +291,9 @@ def card_markdown(card:dict) -> str:
              f"| role | {mo['role']} (`{mo['variant']}`) |",
              f"| architecture | {mo['arch']}, {mo['params']:,} parameters, {mo['flops'] / 1e6:.1f} MFLOPs per image |",
              f"| input | `{mo['input_format']}`: uint8 RGB, N x 3 x {s} x {s}; normalization (mean {mo['mean']}, std {mo['std']}) inside the graph |",
-             f"| output | logits over {len(d['classes'])} classes, in the order below |",
+             f"| output | logits over {len(d['classes'])} classes, in the order below" + (
+                 "; the log training-class frequencies are added inside the weights (decision rule `prior`: the argmax maximizes accuracy)"
+                 if mo.get("decision_rule") == "prior" else "") + " |",
              f"| source checkpoint | sha256 `{mo['source_sha256']}` |", "", "## Intended use", ""]
     lines += [f"- {t}" for t in card["intended_use"]]
     sp = d["split_sizes"]

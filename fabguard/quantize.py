@@ -49,7 +49,8 @@ def set_metadata(proto:onnx.ModelProto, meta:dict, variant:str, source_sha256:st
              "trained_img_size": str(int(meta["img_size"])), "input_format": "uint8_nchw",
              "mean": json.dumps(list(meta["mean"])), "std": json.dumps(list(meta["std"])), "arch": meta["arch"],
              "good_class": good or "",  # "": no no-defect class
-             "source_sha256": source_sha256, "variant": variant, "fabguard_version": fabguard.__version__}
+             "source_sha256": source_sha256, "variant": variant, "fabguard_version": fabguard.__version__,
+             "decision_rule": meta.get("decision_rule", "balanced")}  # 01's decision rule, inside the weights
     onnx.helper.set_model_props(proto, props)
     return proto
 

@@ -25,14 +25,15 @@ from .data import IMAGENET_MEAN, IMAGENET_STD, SEED_AUGMENT, Augment, Batches, n
 from .files import atomic_write, sha256_file
 
 # %% auto #0
-__all__ = ['LITE_MEAN', 'LITE_STD', 'PRETRAINED_INSTALL', 'LITE0_WEIGHTS', 'ARCHS', 'META_KEYS', 'SEED_RECIPE', 'BUDGET_RECIPE',
-           'FINETUNE_RECIPE', 'RECIPES', 'SCHEDULES', 'RECIPE_SAMPLERS', 'MODEL_KNOBS', 'WheelWeights', 'wheel_file',
-           'load_wheel_weights', 'efficientnet_lite0', 'lite_to_timm', 'mobilenet_v3_small_minimal', 'pretrained_path',
-           'build_model', 'arch_normalization', 'n_params', 'pick_device', 'predict_logits', 'reliability',
-           'compute_metrics', 'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint', 'load_checkpoint',
-           'get_recipe', 'recipe_model', 'seed_everything', 'CELoss', 'class_weights', 'dist_info', 'init_distributed',
-           'from_rank0', 'gather_rows', 'precise_bn', 'fit', 'train_teacher', 'plot_history', 'plot_confusion',
-           'plot_reliability', 'time_to_reach', 'plot_time_to_accuracy']
+__all__ = ['LITE_MEAN', 'LITE_STD', 'PRETRAINED_INSTALL', 'LITE0_WEIGHTS', 'ARCHS', 'META_KEYS', 'DECISION_RULES', 'SEED_RECIPE',
+           'BUDGET_RECIPE', 'FINETUNE_RECIPE', 'RECIPES', 'SCHEDULES', 'RECIPE_SAMPLERS', 'MODEL_KNOBS', 'WheelWeights',
+           'wheel_file', 'load_wheel_weights', 'efficientnet_lite0', 'lite_to_timm', 'mobilenet_v3_small_minimal',
+           'pretrained_path', 'build_model', 'arch_normalization', 'n_params', 'pick_device', 'predict_logits',
+           'reliability', 'compute_metrics', 'CheckpointError', 'library_versions', 'make_meta', 'save_checkpoint',
+           'load_checkpoint', 'decision_bias', 'with_decision', 'get_recipe', 'recipe_model', 'seed_everything',
+           'CELoss', 'class_weights', 'dist_info', 'init_distributed', 'from_rank0', 'gather_rows', 'precise_bn', 'fit',
+           'train_teacher', 'plot_history', 'plot_confusion', 'plot_reliability', 'time_to_reach',
+           'plot_time_to_accuracy']
 
 # %% ../nbs/01_teacher.ipynb #9827ffed
 LITE_MEAN = (127 / 255,) * 3  # EfficientNet-Lite's input in TensorFlow: (pixel - 127) / 128, about [-1, 1]; here on [0, 1] pixels
@@ -280,6 +281,34 @@ def load_checkpoint(path, classes=None, # the data's class names, checked agains
     except RuntimeError as e: raise CheckpointError(f"{path}: weights do not fit {meta['arch']} ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), meta
 
+# %% ../nbs/01_teacher.ipynb #0e45d04e
+DECISION_RULES = ("balanced", "prior")  # argmax as trained (macro-F1) | the log training prior added (accuracy)
+
+
+def decision_bias(y_train, # the training split's labels
+                  n_classes:int, rule:str="balanced", # one of DECISION_RULES
+                 ) -> np.ndarray|None:
+    "What `rule` adds to the logits: None for 'balanced', log(training frequency) per class for 'prior'."
+    if rule not in DECISION_RULES: raise ValueError(f"decision_rule={rule!r}: not one of {DECISION_RULES}")
+    if rule == "balanced": return None
+    counts = np.bincount(np.asarray(y_train), minlength=n_classes)
+    if len(counts) != n_classes or (counts == 0).any(): raise ValueError(f"decision_rule='prior': the training split has no images of classes {np.flatnonzero(counts == 0).tolist()}")
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+def with_decision(model:nn.Module, bias=None, # `decision_bias`'s result (None: the model as it is)
+                 ) -> nn.Module:
+    "A copy of `model` whose last linear layer (the classifier) also adds `bias` to the logits: the decision rule inside the weights."
+    if bias is None: return model
+    import copy
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not head or head[-1].out_features != len(bias): raise ValueError(f"with_decision: no classifier of {len(bias)} outputs to add the bias to")
+    model = copy.deepcopy(model); head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        if head.bias is None: head.bias = nn.Parameter(torch.zeros(head.out_features))
+        head.bias += torch.as_tensor(bias, dtype=head.bias.dtype)
+    return model
+
 # %% ../nbs/01_teacher.ipynb #8bb18a04
 SEED_RECIPE = dict(name="seed", optimizer="AdamW", lr=1e-3, weight_decay=1e-4, schedule="plateau", plateau_factor=0.5,
                    plateau_patience=2, warmup=0.0, label_smoothing=0.1, ema=0.0, stochastic_depth=None, dropout=None,
@@ -299,7 +328,11 @@ MODEL_KNOBS = ("dropout", "stochastic_depth", "zero_init_residual")  # recipe fi
 
 
 def get_recipe(recipe) -> dict:
-    "A recipe by name ('seed' | 'budget' | 'finetune') or as a dict (checked)."
+    "A recipe by name ('seed' | 'budget' | 'finetune'), as a dict, or as {'base': name, <fields it changes>} (checked)."
+    if isinstance(recipe, dict) and "base" in recipe:
+        unknown = [k for k in recipe if k != "base" and k not in SEED_RECIPE]
+        if unknown: raise ValueError(f"recipe {recipe!r}: unknown fields {unknown}")
+        recipe = dict(get_recipe(recipe["base"]), **{k: v for k, v in recipe.items() if k != "base"})
     r = RECIPES.get(recipe) if isinstance(recipe, str) else recipe
     if not isinstance(r, dict): raise ValueError(f"recipe={recipe!r}: not one of {list(RECIPES)} nor a recipe dict")
     missing = [k for k in SEED_RECIPE if k not in r]
