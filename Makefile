@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PROFILE ?= quick
 DATASET ?= synthetic
 # `make study` runs the library and study cells only: the lessons are `make test`'s (nbdev-test), and the report's numbers
-# do not depend on them; `make study STUDY_FLAGS=` executes the lessons too (about 2 minutes more)
+# do not depend on them; `make study STUDY_FLAGS=` executes the lessons too
 STUDY_FLAGS ?= --no-lessons
 
 .PHONY: install lock study test test-all check export clean readme loadtest recipes

@@ -1,6 +1,6 @@
 """The ELPV student study (issue "A pretrained teacher ... and ELPV above the paper"): what stands between the pretrained
 teacher and the students on elpv2? The elpv2 quick report's students stop early (patience 10 on a noisy validation
-macro-F1) 6-8 points of accuracy below the teacher. Each variant trains the seed student (MobileNetV3-Small) from scratch,
+macro-F1) short of the teacher (its report's accuracy table). Each variant trains the seed student (MobileNetV3-Small) from scratch,
 distilled from the elpv2 quick study's EfficientNet-Lite0 teacher or without it, on the same 8 cached views (flips and quarter
 turns, drawn from seed 0, as 02 draws them), with everything else as 02's `[quick.elpv]` (budget recipe, batch 32, peak lr
 2e-3, T = 4, alpha = 0.7) but a patient schedule and no early stopping; the weights of the best validation macro-F1 are
