@@ -47,3 +47,12 @@ def one_standard_error(rows:list, n:int, acc:str="best_val_acc", cost:str="train
     best = max(rows, key=lambda r: r[acc])
     se = (best[acc] * (1 - best[acc]) / n) ** 0.5
     return best, se, sorted((r for r in rows if r[acc] >= best[acc] - se), key=lambda r: r[cost])
+
+
+def dihedral_logits(model, x, mean=None, std=None):
+    "Test-time augmentation: the mean logits (numpy) over the 8 flips and quarter turns of each uint8 image (the ELPV views' symmetry group)."
+    import torch
+    from fabguard.train import predict_logits
+    kw = {} if mean is None else dict(mean=mean, std=std)
+    views = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]; views += [v.flip(3) for v in views]
+    return torch.stack([predict_logits(model, v, batch_size=128, **kw) for v in views]).mean(0).numpy()
