@@ -145,8 +145,8 @@ def table(res:dict) -> str:
                     + interval_sentence(f1, "distilled minus scratch (test macro-F1, the prior rule)", unit="student seeds"))
     shas = sorted({r["teacher_sha256"][:8] for r in res.values()}); accs = {(r["teacher_test_acc"], r["teacher_test_acc_prior"]) for r in res.values()}
     if len(shas) > 1 and len(accs) == 1:
-        says.append(f"The teacher.pt files ({', '.join(shas)}) were trained anew by `fabguard study --dataset elpv2 --until 01_teacher` in later "
-                    "sessions: the same per-epoch training log and the same test accuracy in every row; the files differ in the metadata the "
+        says.append(f"The teacher.pt files ({', '.join(shas)}) come from two trainings of the same study step (`fabguard study --dataset elpv2 --until 01_teacher`) in "
+                    "two sessions: the same per-epoch training log and the same test accuracy in every row; the files differ in the metadata the "
                     "checkpoint records of its run.")
     t8 = [r["teacher_test_acc_prior_tta"] for r in res.values() if "teacher_test_acc_prior_tta" in r]
     if t8: says.append(f"The teacher itself, averaged over the 8 flips and quarter turns of each test image: {t8[0]:.1%} test accuracy with the prior "
