@@ -5,7 +5,7 @@ distilled from the elpv2 quick study's EfficientNet-Lite0 teacher or without it,
 turns, drawn from seed 0, as 02 draws them), with everything else as 02's `[quick.elpv]` (budget recipe, batch 32, peak lr
 2e-3, T = 4, alpha = 0.7) but a patient schedule and no early stopping; the weights of the best validation macro-F1 are
 scored on test with both decision rules (01: as trained, and with the training prior added, the study's rule on ELPV) and with
-8-view test-time augmentation. Seeds 0-2 of the pair give 02's run-level interval of distilled minus scratch (paired by seed); one
+8-view test-time augmentation. Seeds 0-4 of the pair give 02's run-level interval of distilled minus scratch (paired by seed); one
 variant distils on the views mixed pairwise (function matching, Beyer et al. 2022), the teacher scoring the mixed views.
 
     python scripts/elpv_students.py --jobs 2     # every variant not yet in the results, two at a time (one thread each)
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "artifacts" / "elpv2-quick"
 OUT = ROOT / "reports" / "elpv2" / "student_study"
 VARIANTS = {f"{k}, {e} epochs": dict(kd=k == "distilled", epochs=e, seed=0) for e in (60,) for k in ("distilled", "scratch")}
-# the run-level comparison: seeds 1-2 of the same pair (the student's initialization and batch order; the teacher and its views fixed)
-VARIANTS |= {f"{k}, 60 epochs, seed {s}": dict(kd=k == "distilled", epochs=60, seed=s) for s in (1, 2) for k in ("distilled", "scratch")}
+# the run-level comparison: seeds 1-4 of the same pair (the student's initialization and batch order; the teacher and its views fixed)
+VARIANTS |= {f"{k}, 60 epochs, seed {s}": dict(kd=k == "distilled", epochs=60, seed=s) for s in (1, 2, 3, 4) for k in ("distilled", "scratch")}
 # function matching (Beyer et al. 2022): the 8 views mixed pairwise (mixup, Beta(1, 1)), the teacher scoring the mixed views themselves
 VARIANTS |= {"distilled, 60 epochs, function matching": dict(kd=True, epochs=60, seed=0, mixup=1.0)}
 KEEP = ("epoch", "train_acc", "val_acc", "val_macro_f1", "elapsed_s")
