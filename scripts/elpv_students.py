@@ -100,13 +100,14 @@ def _pair_interval(res:dict, kd:str="distilled, 60 epochs", sc:str="scratch, 60 
     "Distilled minus scratch over the paired seeds measured (seed 0 and those named `, seed s`): 02's run-level intervals of test accuracy and macro-F1 (the prior rule)."
     import numpy as np
     from fabguard.distill import run_interval
-    pairs = [(res.get(kd if s == 0 else f"{kd}, seed {s}"), res.get(sc if s == 0 else f"{sc}, seed {s}")) for s in range(10)]
+    seeds = sorted({r["settings"]["seed"] for r in res.values()})
+    pairs = [(res.get(kd if s == 0 else f"{kd}, seed {s}"), res.get(sc if s == 0 else f"{sc}, seed {s}")) for s in seeds]
     pairs = [(a, b) for a, b in pairs if a and b]
-    if len(pairs) < 2: return None, None, len(pairs)
+    if len(pairs) < 2: return None, None
     y = np.asarray(_test_labels()); A, B = [a["test_pred_prior"] for a, b in pairs], [b["test_pred_prior"] for a, b in pairs]
     acc = run_interval(y, A, B, metric=lambda yy, pp: float(np.mean(yy == pp)))
     f1 = run_interval(y, A, B, n_classes=int(y.max()) + 1)
-    return acc, f1, len(pairs)
+    return acc, f1
 
 
 def _test_labels() -> list:
@@ -139,15 +140,14 @@ def table(res:dict) -> str:
         gap = r["teacher_test_acc_prior"] - r["test_acc_prior"]
         says.append(f"{r['variant']}: {r['test_acc_prior']:.1%} test accuracy with the prior, {abs(gap):.1%} {'below' if gap > 0 else 'above'} the teacher's "
                     f"{r['teacher_test_acc_prior']:.1%}; best validation at epoch {r['best_epoch']} of {r['settings']['epochs']}.")
-    acc, f1, n = _pair_interval(res)
+    acc, f1 = _pair_interval(res)
     if acc:
         says.insert(0, interval_sentence(acc, "distilled minus scratch (test accuracy, the prior rule)", metric="accuracy", unit="student seeds") + " "
                     + interval_sentence(f1, "distilled minus scratch (test macro-F1, the prior rule)", unit="student seeds"))
     shas = sorted({r["teacher_sha256"][:8] for r in res.values()}); accs = {(r["teacher_test_acc"], r["teacher_test_acc_prior"]) for r in res.values()}
     if len(shas) > 1 and len(accs) == 1:
         says.append(f"The teacher.pt files ({', '.join(shas)}) come from two trainings of the same study step (`fabguard study --dataset elpv2 --until 01_teacher`) in "
-                    "two sessions: the same per-epoch training log and the same test accuracy in every row; the files differ in the metadata the "
-                    "checkpoint records of its run.")
+                    "two sessions: the same test accuracy, as trained and with the prior, in every row (the files also record their own run's metadata).")
     t8 = [r["teacher_test_acc_prior_tta"] for r in res.values() if "teacher_test_acc_prior_tta" in r]
     if t8: says.append(f"The teacher itself, averaged over the 8 flips and quarter turns of each test image: {t8[0]:.1%} test accuracy with the prior "
                        f"(one view: {next(iter(res.values()))['teacher_test_acc_prior']:.1%}).")

@@ -51,7 +51,7 @@ VARIANTS |= {"lite0 128 px, 3 epochs, flips and quarter turns only, class-weight
 def run_one(name, threads=1):
     "Fine-tune one variant and append its result line."
     import torch
-    from fabguard.data import ELPV_AUGMENT, Augment, load_tensors, prepare_dataset
+    from fabguard.data import ELPV_AUGMENT, FLIPS_AUGMENT, load_tensors, prepare_dataset
     from fabguard.train import (arch_normalization, compute_metrics, decision_bias, fit, get_recipe, make_meta, predict_logits,
                                 recipe_model, seed_everything)
     cfg = VARIANTS[name]; torch.set_num_threads(threads)
@@ -62,8 +62,7 @@ def run_one(name, threads=1):
     mean, std = arch_normalization(cfg["arch"])
     seed = cfg.get("seed", 0); seed_everything(seed); m = recipe_model(cfg["arch"], len(scan.classes), r, pretrained=True)
     meta = make_meta(cfg["arch"], scan.classes, cfg["size"], scan.hash, mean, std, pretrained=True)
-    aug = ELPV_AUGMENT if cfg.get("aug", "elpv") == "elpv" else Augment(degrees=0.0, translate=0.0, scale=(1.0, 1.0), brightness=0.0,
-                                                                        contrast=0.0, hflip=True, vflip=True, rot90=True)
+    aug = ELPV_AUGMENT if cfg.get("aug", "elpv") == "elpv" else FLIPS_AUGMENT
     with tempfile.TemporaryDirectory() as t:
         h = fit(m, d, Path(t) / "m.pt", meta, recipe=r, epochs=cfg["epochs"], batch_size=cfg["bs"], patience=10 ** 6,
                 augment=aug, seed=seed, progress=False)
@@ -139,8 +138,9 @@ def bound_finding(res:dict) -> str:
     rs = sorted((r for r in res.values() if "test_acc_prior_tta" in r), key=lambda r: r["settings"]["size"])
     if not rs: return ""
     ref = ELPV_REFERENCES[0]; gap = ref["accuracy"] - max(r["test_acc_prior"] for r in rs)
-    return ("The teacher against the paper (Deitsch et al. 2019, " + f"{ref['short']}: {ref['accuracy']:.2%} test accuracy on 300-px cells), the quick "
-            "teacher's recipe (3 epochs, class-weighted, flips and quarter turns) by resolution: " +
+    eps = "/".join(sorted({str(r["settings"]["epochs"]) for r in rs}))
+    return (f"The teacher against the paper ({ref['name']}: {ref['accuracy']:.2%} test accuracy), the quick teacher's recipe ({eps} epochs, "
+            "class-weighted, flips and quarter turns) by resolution: " +
             "; ".join(f"{r['settings']['size']} px {r['test_acc_prior']:.1%} test accuracy with the prior rule, {r['test_acc_prior_tta']:.1%} "
                       f"with 8-view test-time augmentation ({r['train_seconds']:.0f} s)" for r in rs) +
             f". The best of them is {abs(gap):.1%} {'below' if gap > 0 else 'above'} the paper.")
